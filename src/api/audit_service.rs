@@ -1,0 +1,45 @@
+use tonic::{Request, Response, Status};
+
+use super::{context::RequestContext, convert, pb, validate::Violations};
+use crate::{
+    domain::{OrganizationId, page::page_size},
+    service::Audit,
+};
+
+pub struct AuditApi {
+    audit: Audit,
+}
+
+impl AuditApi {
+    pub fn new(audit: Audit) -> Self {
+        Self { audit }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for AuditApi {
+    async fn list_changes(
+        &self,
+        request: Request<pb::ListChangesRequest>,
+    ) -> Result<Response<pb::ListChangesResponse>, Status> {
+        let (ctx, request) = RequestContext::open("ListChanges", request);
+        ctx.reply(async {
+            let pb::ListChangesRequest { after_revision, organization_id, page_size: raw_page_size } = request;
+            let mut v = Violations::default();
+            let organization_id = if organization_id.is_empty() {
+                Some(None)
+            } else {
+                v.parse("organization_id", &organization_id, OrganizationId::parse).map(Some)
+            };
+            let limit = page_size(raw_page_size).map_err(|e| v.add(e.field, e.description)).ok();
+            let (Some(organization_id), Some(limit)) = (organization_id, limit) else { return Err(v.into_error()) };
+            let after = i64::try_from(after_revision).unwrap_or(i64::MAX);
+            let (changes, latest) = self.audit.list_changes(after, organization_id.as_ref(), limit).await?;
+            Ok(pb::ListChangesResponse {
+                changes: changes.into_iter().map(Into::into).collect(),
+                latest_revision: convert::revision(latest),
+            })
+        })
+        .await
+    }
+}

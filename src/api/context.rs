@@ -1,0 +1,69 @@
+//! Per-request context: who is calling and under which request id, and the one place
+//! where a handler's result becomes a response (metadata, logging, status mapping).
+
+use std::future::Future;
+
+use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::domain::{Actor, Error, UserId};
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Until callers are authenticated every change is recorded as made by this subject.
+const UNAUTHENTICATED_SUBJECT: &str = "anonymous";
+
+/// The caller of one RPC.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub actor: Actor,
+    rpc: &'static str,
+}
+
+impl RequestContext {
+    /// Reads the request id from `x-request-id` when it is a valid id (printable ASCII,
+    /// at most 128 bytes), otherwise mints one.
+    pub fn open<T>(rpc: &'static str, request: Request<T>) -> (Self, T) {
+        let request_id = request
+            .metadata()
+            .get(REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| UserId::parse(value).is_ok())
+            .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+        let actor = Actor { subject: UNAUTHENTICATED_SUBJECT.to_owned(), request_id };
+        (Self { actor, rpc }, request.into_inner())
+    }
+
+    /// Runs the handler body inside a span naming the RPC and request id, logs the
+    /// outcome, and answers with the request id in the response metadata.
+    pub async fn reply<R>(self, body: impl Future<Output = Result<R, Error>>) -> Result<Response<R>, Status> {
+        let span = tracing::info_span!("rpc", rpc = self.rpc, request_id = %self.actor.request_id, caller = %self.actor.subject);
+        let result = body.instrument(span.clone()).await;
+        let _entered = span.enter();
+        let request_id = MetadataValue::try_from(self.actor.request_id.as_str()).ok();
+        match result {
+            Ok(message) => {
+                tracing::debug!("ok");
+                let mut response = Response::new(message);
+                if let Some(id) = request_id {
+                    response.metadata_mut().insert(REQUEST_ID, id);
+                }
+                Ok(response)
+            }
+            Err(err) => {
+                match &err {
+                    Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+                    Error::Unavailable(detail) => tracing::warn!(error = %detail, "database unavailable"),
+                    Error::Aborted { attempts } => tracing::warn!(attempts, "transaction aborted"),
+                    other => tracing::info!(error = %other, "rejected"),
+                }
+                let mut status = Status::from(err);
+                if let Some(id) = request_id {
+                    status.metadata_mut().insert(REQUEST_ID, id);
+                }
+                Err(status)
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The gRPC edge: one file per service. Each handler opens a [`RequestContext`],
+//! validates and converts the protobuf request into a domain command, calls the service
+//! layer, and converts the answer back. Protobuf types live only here.
+
+mod audit_service;
+mod context;
+mod convert;
+mod directory_service;
+mod grant_service;
+mod status;
+mod validate;
+
+pub use audit_service::AuditApi;
+pub use directory_service::DirectoryApi;
+pub use grant_service::GrantApi;
+
+/// The generated protobuf types and tonic stubs of `proto/grants/v1`.
+pub mod pb {
+    tonic::include_proto!("grants.v1");
+
+    /// For server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("grants_v1_descriptor");
+}

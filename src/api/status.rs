@@ -1,0 +1,47 @@
+//! The one mapping from [`Error`] to a gRPC status, with google.rpc error details a
+//! client can act on. Messages name fields and ids the caller sent, never SQL or
+//! database text.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetail, ErrorDetails, ResourceInfo, StatusExt};
+
+use crate::domain::Error;
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for violation in &violations {
+                    details.add_bad_request_violation(&violation.field, &violation.description);
+                }
+                Status::with_error_details(Code::InvalidArgument, Error::InvalidArgument(violations).to_string(), details)
+            }
+            Error::NotFound { kind, ids } => {
+                let message = format!("{kind} not found: {}", ids.join(", "));
+                let details = ids
+                    .into_iter()
+                    .map(|id| ErrorDetail::ResourceInfo(ResourceInfo::new(kind, id, "", "does not exist")));
+                Status::with_error_details_vec(Code::NotFound, message, details)
+            }
+            Error::AlreadyExists { kind, id } => {
+                let message = format!("{kind} already exists: {id}");
+                Status::with_error_details(
+                    Code::AlreadyExists,
+                    message,
+                    ErrorDetails::with_resource_info(kind, id, "", "already exists"),
+                )
+            }
+            Error::FailedPrecondition { reason, subject, message } => {
+                let mut details = ErrorDetails::new();
+                details.add_precondition_failure_violation(reason, subject, &message);
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            Error::Conflict | Error::Aborted { .. } => Status::aborted(
+                "the transaction kept conflicting with concurrent writes; retry the request",
+            ),
+            Error::Unavailable(_) => Status::unavailable("the database is unavailable; retry the request"),
+            Error::Internal(_) => Status::internal("internal error; the server log has the details under this request id"),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! What each use-case is asked to do, already validated by the API layer.
+
+use uuid::Uuid;
+
+use super::{OrganizationId, PermissionName, Resource, ResourceId, ResourceType, Revision, UserId, page::Page};
+
+/// Permissions named by catalog id and/or name; each list free of duplicates, together
+/// 1..=MAX_BATCH entries.
+#[derive(Debug, Clone)]
+pub struct PermissionRefs {
+    pub ids: Vec<Uuid>,
+    pub names: Vec<PermissionName>,
+}
+
+/// AddUserPermissions and RemoveUserPermissions.
+#[derive(Debug, Clone)]
+pub struct ChangeUserPermissions {
+    pub organization_id: OrganizationId,
+    pub user_id: UserId,
+    pub permissions: PermissionRefs,
+    pub resource: Resource,
+}
+
+/// RemoveResourcePermissions: one user's grants on the resources, or everyone's.
+#[derive(Debug, Clone)]
+pub struct RemoveResourcePermissions {
+    pub user_id: Option<UserId>,
+    /// Distinct `(organization, resource)` pairs in request order.
+    pub resources: Vec<(OrganizationId, Resource)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoveUserFromOrganization {
+    pub organization_id: OrganizationId,
+    pub user_id: UserId,
+    pub allow_missing: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListUserPermissions {
+    pub organization_id: OrganizationId,
+    pub user_id: UserId,
+    /// Only this type, and with an id only this resource.
+    pub filter: Option<(ResourceType, Option<ResourceId>)>,
+    pub page: Page,
+}
+
+/// A permission named one way or the other.
+#[derive(Debug, Clone)]
+pub enum PermissionRef {
+    Id(Uuid),
+    Name(PermissionName),
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckPermission {
+    pub organization_id: OrganizationId,
+    pub user_id: UserId,
+    pub permission: PermissionRef,
+    pub resource: Resource,
+    pub at_least_revision: Revision,
+}

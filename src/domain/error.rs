@@ -1,0 +1,66 @@
+use std::fmt;
+
+/// Everything that can go wrong in grantd, small enough to pass around by value.
+/// `api::status` maps it to a gRPC status; nothing else does.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument: {}", join(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+
+    #[error("{kind} not found: {}", .ids.join(", "))]
+    NotFound { kind: &'static str, ids: Vec<String> },
+
+    #[error("{kind} already exists: {id}")]
+    AlreadyExists { kind: &'static str, id: String },
+
+    /// `reason` is a stable UPPER_SNAKE code for machines, `message` is for people.
+    #[error("{message}")]
+    FailedPrecondition { reason: &'static str, subject: String, message: String },
+
+    /// A serialization failure or deadlock; retried by the transaction loop.
+    #[error("transaction conflict")]
+    Conflict,
+
+    /// Still conflicting after the transaction loop's retries.
+    #[error("transaction aborted after {attempts} attempts")]
+    Aborted { attempts: u32 },
+
+    /// The database cannot be reached or gave no connection in time.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+
+    /// A bug of ours or a database answer we did not expect; the text is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One rejected field of a request: its protobuf path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+impl fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.description)
+    }
+}
+
+impl From<FieldViolation> for Error {
+    fn from(violation: FieldViolation) -> Self {
+        Error::InvalidArgument(vec![violation])
+    }
+}
+
+fn join(violations: &[FieldViolation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}

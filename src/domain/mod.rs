@@ -1,0 +1,29 @@
+//! The vocabulary of grantd: validated identifiers, resources, commands and the one error
+//! type every layer speaks. Nothing here knows about protobuf or SQL.
+
+pub mod commands;
+mod error;
+mod ids;
+pub mod model;
+pub mod page;
+mod resource;
+
+pub use error::{Error, FieldViolation, Result};
+pub use ids::{
+    IdError, OrganizationId, PermissionName, ResourceId, ResourceType, UserId, check_description,
+    check_display_name,
+};
+pub use resource::Resource;
+
+/// The most permissions or resources one request may name.
+pub const MAX_BATCH: usize = 1_000;
+
+/// Who made a change and in which request; recorded on every change event.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub subject: String,
+    pub request_id: String,
+}
+
+/// A revision of the change log: grows by one with every committed change.
+pub type Revision = i64;

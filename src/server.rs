@@ -1,0 +1,77 @@
+//! The tonic server: the three grantd services behind message-size limits, plus
+//! grpc.health.v1 and server reflection (v1 and v1alpha, so grpcurl needs no .proto
+//! files), served until `shutdown` resolves, then drained.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{
+    api::{
+        AuditApi, DirectoryApi, GrantApi,
+        pb::{
+            self, audit_service_server::AuditServiceServer, directory_service_server::DirectoryServiceServer,
+            grant_service_server::GrantServiceServer,
+        },
+    },
+    service::{Audit, Directory, Grants},
+    storage::DatabaseConnection,
+};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Largest request accepted after decoding; larger ones are RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { max_message_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves; in-flight requests then finish.
+pub async fn serve(
+    db: DatabaseConnection,
+    listener: TcpListener,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
+    let limit = options.max_message_bytes;
+    let grants = GrantServiceServer::new(GrantApi::new(Grants::new(db.clone()))).max_decoding_message_size(limit);
+    let directory =
+        DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone()))).max_decoding_message_size(limit);
+    let audit = AuditServiceServer::new(AuditApi::new(Audit::new(db))).max_decoding_message_size(limit);
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<GrantServiceServer<GrantApi>>().await;
+    health_reporter.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
+    health_reporter.set_serving::<AuditServiceServer<AuditApi>>().await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(grants)
+        .add_service(directory)
+        .add_service(audit)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The permission catalog, part of the directory.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{ListPage, Directory, detached, resolve};
+use crate::{
+    domain::{
+        Actor, Error, PermissionName, Result, Revision,
+        commands::PermissionRef,
+        model::{ChangeKind, Permission},
+        page::Page,
+    },
+    storage::{self, changes::NewChange, grants::Selection, tx},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionDeletion {
+    pub revoked_grant_count: u64,
+    pub revision: Revision,
+}
+
+impl Directory {
+    pub async fn create_permission(&self, actor: Actor, name: PermissionName, description: String) -> Result<(Permission, Revision)> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let (actor, name, description) = (actor.clone(), name.clone(), description.clone());
+                Box::pin(async move {
+                    let permission = Permission {
+                        id: Uuid::new_v4(),
+                        name: name.to_string(),
+                        description,
+                        created_at: Utc::now(),
+                    };
+                    if !storage::permissions::insert(tx, &permission).await? {
+                        return Err(Error::AlreadyExists { kind: "permission", id: name.to_string() });
+                    }
+                    let event = NewChange::permission(ChangeKind::PermissionCreated, permission.id);
+                    let revision = storage::changes::append(tx, &actor, permission.created_at, vec![event]).await?;
+                    Ok((permission, revision))
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    pub async fn get_permission(&self, permission: &PermissionRef) -> Result<Permission> {
+        let (found, label) = match permission {
+            PermissionRef::Id(id) => (storage::permissions::find_by_id(&self.db, *id).await?, id.to_string()),
+            PermissionRef::Name(name) => (storage::permissions::find_by_name(&self.db, name.as_str()).await?, name.to_string()),
+        };
+        found.ok_or(Error::NotFound { kind: "permission", ids: vec![label] })
+    }
+
+    pub async fn list_permissions(&self, page: Page) -> Result<ListPage<Permission>> {
+        const SCOPE: &str = "permissions";
+        let after = resolve::page_after::<1>(&page, SCOPE)?;
+        let items = storage::permissions::list(&self.db, after.as_ref().map(|[name]| name.as_str()), page.size).await?;
+        let next_page_token = page.next_token(&items, SCOPE, |p| vec![p.name.clone()]);
+        Ok(ListPage { items, next_page_token })
+    }
+
+    /// Removes the permission from the catalog; while it is granted only with `force`,
+    /// which revokes those grants in the same transaction. The exclusive lock on the
+    /// permission waits out grants in flight (they share-lock it) and holds off new ones.
+    pub async fn delete_permission(&self, actor: Actor, id: Uuid, force: bool, allow_missing: bool) -> Result<PermissionDeletion> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let actor = actor.clone();
+                Box::pin(async move {
+                    if !storage::permissions::lock_for_delete(tx, id).await? {
+                        if allow_missing {
+                            let revision = storage::changes::current_revision(tx).await?;
+                            return Ok(PermissionDeletion { revoked_grant_count: 0, revision });
+                        }
+                        return Err(Error::NotFound { kind: "permission", ids: vec![id.to_string()] });
+                    }
+                    let selection = Selection::Permission { permission_id: id };
+                    if !force && storage::grants::any(tx, &selection).await? {
+                        return Err(Error::FailedPrecondition {
+                            reason: "PERMISSION_GRANTED",
+                            subject: format!("permissions/{id}"),
+                            message: format!("permission {id} is still granted; revoke it first or delete with force"),
+                        });
+                    }
+                    let revoked = storage::grants::delete(tx, &selection).await?;
+                    storage::permissions::delete(tx, id).await?;
+                    let revoked_grant_count = revoked.len() as u64;
+                    let mut events: Vec<NewChange> =
+                        revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
+                    events.push(NewChange::permission(ChangeKind::PermissionDeleted, id));
+                    let revision = storage::changes::append(tx, &actor, Utc::now(), events).await?;
+                    Ok(PermissionDeletion { revoked_grant_count, revision })
+                })
+            })
+            .await
+        })
+        .await
+    }
+}

@@ -1,0 +1,175 @@
+//! Organizations and their members.
+
+use chrono::Utc;
+
+use super::{ListPage, detached, resolve};
+use crate::{
+    domain::{
+        Actor, Error, OrganizationId, Result, Revision, UserId,
+        model::{ChangeKind, Membership, Organization},
+        page::Page,
+    },
+    storage::{self, DatabaseConnection, Lock, changes::NewChange, grants::Selection, tx},
+};
+
+pub use super::catalog::PermissionDeletion;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizationDeletion {
+    pub removed_member_count: u64,
+    pub removed_grant_count: u64,
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipOutcome {
+    pub created: bool,
+    pub membership: Membership,
+    pub revision: Revision,
+}
+
+/// Organizations, memberships and (in `catalog`) the permission catalog.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub(super) db: DatabaseConnection,
+}
+
+impl Directory {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    pub async fn create_organization(
+        &self,
+        actor: Actor,
+        id: OrganizationId,
+        display_name: String,
+    ) -> Result<(Organization, Revision)> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let (actor, id, display_name) = (actor.clone(), id.clone(), display_name.clone());
+                Box::pin(async move {
+                    let now = Utc::now();
+                    if !storage::organizations::insert(tx, id.as_str(), &display_name, now).await? {
+                        return Err(Error::AlreadyExists { kind: "organization", id: id.to_string() });
+                    }
+                    let event = NewChange::organization(ChangeKind::OrganizationCreated, id.as_str());
+                    let revision = storage::changes::append(tx, &actor, now, vec![event]).await?;
+                    Ok((Organization { id: id.into_string(), display_name, created_at: now }, revision))
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    pub async fn get_organization(&self, id: &OrganizationId) -> Result<Organization> {
+        storage::organizations::find(&self.db, id.as_str())
+            .await?
+            .ok_or_else(|| Error::NotFound { kind: "organization", ids: vec![id.to_string()] })
+    }
+
+    pub async fn list_organizations(&self, page: Page) -> Result<ListPage<Organization>> {
+        const SCOPE: &str = "organizations";
+        let after = resolve::page_after::<1>(&page, SCOPE)?;
+        let items = storage::organizations::list(&self.db, after.as_ref().map(|[id]| id.as_str()), page.size).await?;
+        let next_page_token = page.next_token(&items, SCOPE, |o| vec![o.id.clone()]);
+        Ok(ListPage { items, next_page_token })
+    }
+
+    /// Deletes the organization with every membership and grant in it. Locking the
+    /// organization and then every membership waits out in-flight grant writes there and
+    /// holds off new ones until the deletion commits.
+    pub async fn delete_organization(&self, actor: Actor, id: OrganizationId, allow_missing: bool) -> Result<OrganizationDeletion> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let (actor, id) = (actor.clone(), id.clone());
+                Box::pin(async move {
+                    if !storage::organizations::lock(tx, id.as_str(), Lock::Update).await? {
+                        if allow_missing {
+                            let revision = storage::changes::current_revision(tx).await?;
+                            return Ok(OrganizationDeletion { removed_member_count: 0, removed_grant_count: 0, revision });
+                        }
+                        return Err(Error::NotFound { kind: "organization", ids: vec![id.to_string()] });
+                    }
+                    storage::memberships::lock_all(tx, id.as_str()).await?;
+                    let selection = Selection::Organization { organization_id: id.to_string() };
+                    let revoked = storage::grants::delete(tx, &selection).await?;
+                    let members = storage::memberships::delete_all(tx, id.as_str()).await?;
+                    storage::organizations::delete(tx, id.as_str()).await?;
+
+                    let (removed_grant_count, removed_member_count) = (revoked.len() as u64, members.len() as u64);
+                    let mut events: Vec<NewChange> =
+                        revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
+                    events.extend(members.iter().map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user)));
+                    events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
+                    let revision = storage::changes::append(tx, &actor, Utc::now(), events).await?;
+                    Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Makes the user a member; idempotent. The organization row is share-locked so a
+    /// concurrent DeleteOrganization either waits for this or makes this NOT_FOUND.
+    pub async fn add_user_to_organization(&self, actor: Actor, organization_id: OrganizationId, user_id: UserId) -> Result<MembershipOutcome> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let (actor, org, user) = (actor.clone(), organization_id.clone(), user_id.clone());
+                Box::pin(async move {
+                    if !storage::organizations::lock(tx, org.as_str(), Lock::Share).await? {
+                        return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
+                    }
+                    let now = Utc::now();
+                    let created = storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &actor.subject).await?;
+                    let events = if created {
+                        vec![NewChange::member(ChangeKind::MemberAdded, org.as_str(), user.as_str())]
+                    } else {
+                        Vec::new()
+                    };
+                    let revision = storage::changes::append(tx, &actor, now, events).await?;
+                    let membership = storage::memberships::find(tx, org.as_str(), user.as_str())
+                        .await?
+                        .ok_or_else(|| Error::Internal("membership vanished inside its own transaction".into()))?;
+                    Ok(MembershipOutcome { created, membership, revision })
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    pub async fn list_organization_members(&self, organization_id: &OrganizationId, page: Page) -> Result<ListPage<Membership>> {
+        let scope = format!("members\n{organization_id}");
+        let after = resolve::page_after::<1>(&page, &scope)?;
+        resolve::organization(&self.db, organization_id).await?;
+        let items = storage::memberships::list_by_organization(
+            &self.db,
+            organization_id.as_str(),
+            after.as_ref().map(|[user]| user.as_str()),
+            page.size,
+        )
+        .await?;
+        let next_page_token = page.next_token(&items, &scope, |m| vec![m.user_id.clone()]);
+        Ok(ListPage { items, next_page_token })
+    }
+
+    pub async fn list_user_organizations(&self, user_id: &UserId, page: Page) -> Result<ListPage<Membership>> {
+        let scope = format!("memberships\n{user_id}");
+        let after = resolve::page_after::<1>(&page, &scope)?;
+        let items = storage::memberships::list_by_user(
+            &self.db,
+            user_id.as_str(),
+            after.as_ref().map(|[org]| org.as_str()),
+            page.size,
+        )
+        .await?;
+        let next_page_token = page.next_token(&items, &scope, |m| vec![m.organization_id.clone()]);
+        Ok(ListPage { items, next_page_token })
+    }
+}

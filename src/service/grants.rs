@@ -1,0 +1,312 @@
+//! The four grant writes and the two grant reads.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{ListPage, detached, resolve};
+use crate::{
+    domain::{
+        Actor, Error, OrganizationId, Resource, Result, Revision,
+        commands::{ChangeUserPermissions, CheckPermission, ListUserPermissions, PermissionRef, RemoveResourcePermissions, RemoveUserFromOrganization},
+        model::{ChangeKind, Grant},
+    },
+    storage::{
+        self, DatabaseConnection, Lock,
+        changes::NewChange,
+        grants::{GrantKey, PermissionKey, ResourceFilter, Selection, Target},
+        tx,
+    },
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddOutcome {
+    pub added: Vec<Uuid>,
+    pub already_held: Vec<Uuid>,
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoveOutcome {
+    pub removed: Vec<Uuid>,
+    pub not_held: Vec<Uuid>,
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRemovals {
+    /// Per requested resource, in request order: how many grants went.
+    pub removed: Vec<((OrganizationId, Resource), u64)>,
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedFromOrganization {
+    pub removed_grant_count: u64,
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub matched: Option<Grant>,
+    pub revision: Revision,
+}
+
+/// Grants, revokes and answers questions about grants.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    db: DatabaseConnection,
+}
+
+fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
+    Target {
+        organization_id: cmd.organization_id.as_str(),
+        user_id: cmd.user_id.as_str(),
+        resource_type: cmd.resource.kind.as_str(),
+        resource_id: cmd.resource.id.as_str(),
+    }
+}
+
+fn revocation_events(keys: Vec<GrantKey>) -> Vec<NewChange> {
+    keys.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect()
+}
+
+impl Grants {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Grants every listed permission to a member. The membership row is locked first, so
+    /// this serializes with RemoveUserFromOrganization and with other writes of this
+    /// user's grants in the organization.
+    pub async fn add_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let (actor, cmd) = (actor.clone(), cmd.clone());
+                Box::pin(async move {
+                    let target = target(&cmd);
+                    if !storage::memberships::lock(tx, target.organization_id, target.user_id, Lock::Update).await? {
+                        resolve::organization(tx, &cmd.organization_id).await?;
+                        return Err(Error::FailedPrecondition {
+                            reason: "NOT_A_MEMBER",
+                            subject: format!("organizations/{}/members/{}", cmd.organization_id, cmd.user_id),
+                            message: format!(
+                                "user {} is not a member of organization {}; add them with AddUserToOrganization first",
+                                cmd.user_id, cmd.organization_id
+                            ),
+                        });
+                    }
+                    let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
+                    let held = storage::grants::held(tx, target, &wanted).await?;
+                    let (already_held, added): (Vec<Uuid>, Vec<Uuid>) = wanted.into_iter().partition(|id| held.contains(id));
+
+                    let now = Utc::now();
+                    storage::grants::insert(tx, target, &added, now, &actor.subject).await?;
+                    let events = added
+                        .iter()
+                        .map(|permission_id| {
+                            NewChange::grant(
+                                ChangeKind::GrantAdded,
+                                GrantKey {
+                                    organization_id: target.organization_id.to_owned(),
+                                    user_id: target.user_id.to_owned(),
+                                    resource_type: target.resource_type.to_owned(),
+                                    resource_id: target.resource_id.to_owned(),
+                                    permission_id: *permission_id,
+                                },
+                            )
+                        })
+                        .collect();
+                    let revision = storage::changes::append(tx, &actor, now, events).await?;
+                    Ok(AddOutcome { added, already_held, revision })
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Revokes each listed permission; ones not held are reported, not rejected.
+    pub async fn remove_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<RemoveOutcome> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let (actor, cmd) = (actor.clone(), cmd.clone());
+                Box::pin(async move {
+                    resolve::organization(tx, &cmd.organization_id).await?;
+                    let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
+                    let target = target(&cmd);
+                    let selection = Selection::Listed {
+                        organization_id: target.organization_id.to_owned(),
+                        user_id: target.user_id.to_owned(),
+                        resource_type: target.resource_type.to_owned(),
+                        resource_id: target.resource_id.to_owned(),
+                        permission_ids: wanted.clone(),
+                    };
+                    let deleted = storage::grants::delete(tx, &selection).await?;
+                    let (removed, not_held): (Vec<Uuid>, Vec<Uuid>) =
+                        wanted.into_iter().partition(|id| deleted.iter().any(|key| key.permission_id == *id));
+                    let revision = storage::changes::append(tx, &actor, Utc::now(), revocation_events(deleted)).await?;
+                    Ok(RemoveOutcome { removed, not_held, revision })
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Revokes every grant on each listed resource, of one user or of all users.
+    pub async fn remove_resource_permissions(&self, actor: Actor, cmd: RemoveResourcePermissions) -> Result<ResourceRemovals> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let (actor, cmd) = (actor.clone(), cmd.clone());
+                Box::pin(async move {
+                    let mut organization_ids: Vec<&str> = cmd.resources.iter().map(|(org, _)| org.as_str()).collect();
+                    organization_ids.sort_unstable();
+                    organization_ids.dedup();
+                    let missing = storage::organizations::missing(tx, &organization_ids).await?;
+                    if !missing.is_empty() {
+                        return Err(Error::NotFound { kind: "organization", ids: missing });
+                    }
+                    let selection = Selection::Resources {
+                        user_id: cmd.user_id.as_ref().map(|u| u.to_string()),
+                        resources: cmd
+                            .resources
+                            .iter()
+                            .map(|(org, res)| (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string()))
+                            .collect(),
+                    };
+                    let deleted = storage::grants::delete(tx, &selection).await?;
+                    let mut counts: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+                    for key in &deleted {
+                        *counts.entry((&key.organization_id, &key.resource_type, &key.resource_id)).or_default() += 1;
+                    }
+                    let removed = cmd
+                        .resources
+                        .iter()
+                        .map(|(org, res)| {
+                            let n = counts.get(&(org.as_str(), res.kind.as_str(), res.id.as_str())).copied().unwrap_or(0);
+                            ((org.clone(), res.clone()), n)
+                        })
+                        .collect();
+                    let revision = storage::changes::append(tx, &actor, Utc::now(), revocation_events(deleted)).await?;
+                    Ok(ResourceRemovals { removed, revision })
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Deletes the membership and every grant of the user in the organization.
+    pub async fn remove_user_from_organization(&self, actor: Actor, cmd: RemoveUserFromOrganization) -> Result<RemovedFromOrganization> {
+        let db = self.db.clone();
+        detached(async move {
+            tx::write(&db, |tx| {
+                let (actor, cmd) = (actor.clone(), cmd.clone());
+                Box::pin(async move {
+                    let (org, user) = (cmd.organization_id.as_str(), cmd.user_id.as_str());
+                    if !storage::memberships::lock(tx, org, user, Lock::Update).await? {
+                        resolve::organization(tx, &cmd.organization_id).await?;
+                        if cmd.allow_missing {
+                            let revision = storage::changes::current_revision(tx).await?;
+                            return Ok(RemovedFromOrganization { removed_grant_count: 0, revision });
+                        }
+                        return Err(Error::NotFound {
+                            kind: "membership",
+                            ids: vec![format!("organizations/{org}/members/{user}")],
+                        });
+                    }
+                    let selection = Selection::UserInOrganization { organization_id: org.to_owned(), user_id: user.to_owned() };
+                    let deleted = storage::grants::delete(tx, &selection).await?;
+                    storage::memberships::delete(tx, org, user).await?;
+                    let removed_grant_count = deleted.len() as u64;
+                    let mut events = revocation_events(deleted);
+                    events.push(NewChange::member(ChangeKind::MemberRemoved, org, user));
+                    let revision = storage::changes::append(tx, &actor, Utc::now(), events).await?;
+                    Ok(RemovedFromOrganization { removed_grant_count, revision })
+                })
+            })
+            .await
+        })
+        .await
+    }
+
+    /// A page of the user's grants in the organization.
+    pub async fn list_user_permissions(&self, cmd: ListUserPermissions) -> Result<ListPage<Grant>> {
+        let filter = cmd.filter.as_ref().map(|(kind, id)| ResourceFilter {
+            resource_type: kind.as_str().to_owned(),
+            resource_id: id.as_ref().map(|id| id.to_string()),
+        });
+        let scope = format!("grants\n{}\n{}\n{:?}", cmd.organization_id, cmd.user_id, filter);
+        let after = match resolve::page_after(&cmd.page, &scope)? {
+            Some([resource_type, resource_id, permission_id]) => {
+                let permission_id = Uuid::parse_str(&permission_id).map_err(|_| resolve::bad_page_token())?;
+                Some((resource_type, resource_id, permission_id))
+            }
+            None => None,
+        };
+        resolve::organization(&self.db, &cmd.organization_id).await?;
+        let grants = storage::grants::list(
+            &self.db,
+            cmd.organization_id.as_str(),
+            cmd.user_id.as_str(),
+            filter.as_ref(),
+            after,
+            cmd.page.size,
+        )
+        .await?;
+        let next_page_token = cmd.page.next_token(&grants, &scope, |g| {
+            vec![g.resource_type.clone(), g.resource_id.clone(), g.permission_id.to_string()]
+        });
+        Ok(ListPage { items: grants, next_page_token })
+    }
+
+    /// Whether the user holds the permission on the resource or org-wide. Grants exist only
+    /// for members (a foreign key guarantees it), so a non-member is never allowed.
+    pub async fn check_permission(&self, cmd: CheckPermission) -> Result<CheckOutcome> {
+        let revision = storage::changes::current_revision(&self.db).await?;
+        if cmd.at_least_revision > revision {
+            return Err(Error::FailedPrecondition {
+                reason: "REVISION_AHEAD",
+                subject: "at_least_revision".into(),
+                message: format!(
+                    "at_least_revision {} is ahead of the latest committed revision {revision}",
+                    cmd.at_least_revision
+                ),
+            });
+        }
+        let key = match &cmd.permission {
+            PermissionRef::Id(id) => PermissionKey::Id(*id),
+            PermissionRef::Name(name) => PermissionKey::Name(name.to_string()),
+        };
+        let target = Target {
+            organization_id: cmd.organization_id.as_str(),
+            user_id: cmd.user_id.as_str(),
+            resource_type: cmd.resource.kind.as_str(),
+            resource_id: cmd.resource.id.as_str(),
+        };
+        let matched = storage::grants::find_matching(&self.db, target, &key).await?;
+        if matched.is_none() {
+            // A denial for a name nobody defined is more likely a typo than an answer.
+            self.ensure_known(&cmd).await?;
+        }
+        Ok(CheckOutcome { matched, revision })
+    }
+
+    async fn ensure_known(&self, cmd: &CheckPermission) -> Result<()> {
+        resolve::organization(&self.db, &cmd.organization_id).await?;
+        let permission = match &cmd.permission {
+            PermissionRef::Id(id) => storage::permissions::find_by_id(&self.db, *id).await?,
+            PermissionRef::Name(name) => storage::permissions::find_by_name(&self.db, name.as_str()).await?,
+        };
+        match (permission, &cmd.permission) {
+            (Some(_), _) => Ok(()),
+            (None, PermissionRef::Id(id)) => Err(Error::NotFound { kind: "permission", ids: vec![id.to_string()] }),
+            (None, PermissionRef::Name(name)) => Err(Error::NotFound { kind: "permission", ids: vec![name.to_string()] }),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Use-cases: each public method is one RPC's rules, run as one transaction (writes
+//! through `storage::tx::write`, which also appends the change events) or one read.
+
+mod audit;
+mod catalog;
+mod directory;
+mod grants;
+mod resolve;
+
+use std::future::Future;
+
+pub use audit::Audit;
+pub use directory::{Directory, MembershipOutcome, OrganizationDeletion, PermissionDeletion};
+pub use grants::{AddOutcome, CheckOutcome, Grants, RemoveOutcome, RemovedFromOrganization, ResourceRemovals};
+
+use crate::domain::{Error, Result};
+
+/// A page of a list answer.
+#[derive(Debug, Clone)]
+pub struct ListPage<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+/// Runs a write to its end even when the client hangs up: tonic drops a cancelled
+/// handler's future, and a commit that already happened must not be reported as lost
+/// by a half-finished retry loop.
+async fn detached<T: Send + 'static>(work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    tokio::spawn(work).await.map_err(|err| Error::Internal(format!("write task failed: {err}")))?
+}

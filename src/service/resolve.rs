@@ -1,0 +1,61 @@
+//! Lookups that several use-cases share.
+
+use uuid::Uuid;
+
+use crate::{
+    domain::{Error, FieldViolation, OrganizationId, Result, commands::PermissionRefs, model::Permission, page::Page},
+    storage::{self, ConnectionTrait},
+};
+
+/// The permissions named by `refs`, in request order without duplicates, share-locked.
+/// One unknown id or name fails the whole request, listing every unknown one.
+pub async fn permissions(conn: &impl ConnectionTrait, refs: &PermissionRefs) -> Result<Vec<Permission>> {
+    let names: Vec<&str> = refs.names.iter().map(|n| n.as_str()).collect();
+    let found = storage::permissions::resolve(conn, &refs.ids, &names).await?;
+
+    let mut missing = Vec::new();
+    let mut ordered: Vec<Permission> = Vec::with_capacity(found.len());
+    let mut push = |permission: Option<&Permission>, label: String| match permission {
+        Some(p) if !ordered.iter().any(|o| o.id == p.id) => ordered.push(p.clone()),
+        Some(_) => {}
+        None => missing.push(label),
+    };
+    for id in &refs.ids {
+        push(found.iter().find(|p| p.id == *id), id.to_string());
+    }
+    for name in &names {
+        push(found.iter().find(|p| p.name == *name), (*name).to_owned());
+    }
+    if !missing.is_empty() {
+        return Err(Error::NotFound { kind: "permission", ids: missing });
+    }
+    Ok(ordered)
+}
+
+/// Fails with NOT_FOUND unless the organization exists.
+pub async fn organization(conn: &impl ConnectionTrait, id: &OrganizationId) -> Result<()> {
+    match storage::organizations::find(conn, id.as_str()).await? {
+        Some(_) => Ok(()),
+        None => Err(not_found_organization(id)),
+    }
+}
+
+/// The sort key a page token carries, checked against the list it came from.
+pub fn page_after<const N: usize>(page: &Page, scope: &str) -> Result<Option<[String; N]>> {
+    match page.after(scope, N)? {
+        Some(key) => key.try_into().map(Some).map_err(|_| bad_page_token()),
+        None => Ok(None),
+    }
+}
+
+pub fn bad_page_token() -> Error {
+    FieldViolation::new("page_token", "is not a token this list issued for this request").into()
+}
+
+pub fn not_found_organization(id: &OrganizationId) -> Error {
+    Error::NotFound { kind: "organization", ids: vec![id.to_string()] }
+}
+
+pub fn ids(permissions: &[Permission]) -> Vec<Uuid> {
+    permissions.iter().map(|p| p.id).collect()
+}

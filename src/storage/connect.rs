@@ -1,0 +1,99 @@
+//! Opening the database and migrating it.
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, Statement,
+    TransactionTrait,
+};
+use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+
+/// Arbitrary, but fixed: every grantd replica takes this advisory lock to migrate.
+const MIGRATION_LOCK_KEY: i64 = 0x6772_616e_7464; // "grantd"
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered UNAVAILABLE.
+    pub acquire_timeout: Duration,
+    /// How long a SQLite writer waits for the write lock.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Connects to `url` (`sqlite://...` or `postgres://...`). SQLite gets WAL mode, a busy
+/// timeout, NORMAL synchronous (durable in WAL mode except on power loss) and foreign keys.
+pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection, DbErr> {
+    let busy_timeout = pool.sqlite_busy_timeout;
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(pool.max_connections)
+        .min_connections(1)
+        .acquire_timeout(pool.acquire_timeout)
+        .connect_timeout(pool.acquire_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |sqlite| {
+            sqlite
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(busy_timeout)
+                .foreign_keys(true)
+        });
+    Database::connect(options).await
+}
+
+/// Applies every pending migration. On PostgreSQL they run in one transaction holding an
+/// advisory lock, so replicas starting together migrate once and the others wait.
+pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
+    match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let tx = db.begin().await?;
+            lock_for_migration(&tx).await?;
+            Migrator::up(&tx, None).await?;
+            tx.commit().await
+        }
+        _ => Migrator::up(db, None).await,
+    }
+}
+
+/// Reverts the latest `steps` migrations (all when `None`).
+pub async fn migrate_down(db: &DatabaseConnection, steps: Option<u32>) -> Result<(), DbErr> {
+    match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let tx = db.begin().await?;
+            lock_for_migration(&tx).await?;
+            Migrator::down(&tx, steps).await?;
+            tx.commit().await
+        }
+        _ => Migrator::down(db, steps).await,
+    }
+}
+
+/// Every known migration and whether it is applied.
+pub async fn migrate_status(db: &DatabaseConnection) -> Result<Vec<(String, bool)>, DbErr> {
+    let migrations = Migrator::get_migration_with_status(db).await?;
+    Ok(migrations
+        .iter()
+        .map(|m| (m.name().to_owned(), m.status() == migration::MigrationStatus::Applied))
+        .collect())
+}
+
+async fn lock_for_migration(tx: &impl ConnectionTrait) -> Result<(), DbErr> {
+    tx.execute(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [MIGRATION_LOCK_KEY.into()],
+    ))
+    .await
+    .map(drop)
+}

@@ -1,0 +1,22 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "changes")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub revision: i64,
+    pub kind: i16,
+    pub actor: String,
+    pub request_id: String,
+    pub at: DateTimeUtc,
+    pub organization_id: Option<String>,
+    pub user_id: Option<String>,
+    pub permission_id: Option<Uuid>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

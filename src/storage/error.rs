@@ -1,0 +1,44 @@
+//! How database failures become domain errors: which are worth a retry, which mean the
+//! database is away, and which are bugs.
+
+use sea_orm::{DbErr, RuntimeErr};
+
+use crate::domain::Error;
+
+/// PostgreSQL serialization_failure and deadlock_detected; SQLite BUSY and LOCKED
+/// (with their extended codes) once the busy timeout ran out.
+const CONFLICT_CODES: &[&str] = &["40001", "40P01", "5", "6", "261", "262", "517"];
+
+/// PostgreSQL classes 08 (connection exception), 53 (insufficient resources) and 57P
+/// (operator intervention, e.g. the server is shutting down).
+fn is_unavailable_code(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+}
+
+impl From<DbErr> for Error {
+    fn from(err: DbErr) -> Self {
+        match &err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Error::Unavailable(err.to_string()),
+            DbErr::Exec(RuntimeErr::SqlxError(sqlx_err)) | DbErr::Query(RuntimeErr::SqlxError(sqlx_err)) => {
+                classify_sqlx(sqlx_err, &err)
+            }
+            _ => Error::Internal(err.to_string()),
+        }
+    }
+}
+
+fn classify_sqlx(sqlx_err: &sqlx::Error, err: &DbErr) -> Error {
+    match sqlx_err {
+        sqlx::Error::Database(db_err) => match db_err.code() {
+            Some(code) if CONFLICT_CODES.contains(&code.as_ref()) => Error::Conflict,
+            Some(code) if is_unavailable_code(&code) => Error::Unavailable(err.to_string()),
+            _ => Error::Internal(err.to_string()),
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Error::Unavailable(err.to_string()),
+        _ => Error::Internal(err.to_string()),
+    }
+}

@@ -1,0 +1,308 @@
+//! Grant rows: batch inserts and deletes, the check lookup, the paged list, and
+//! selections of many grants for bulk revocation.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QuerySelect,
+    sea_query::{Alias, Expr, IntoColumnRef, Query, SelectStatement, SimpleExpr},
+};
+use uuid::Uuid;
+
+use super::entities::{grant, permission};
+use crate::domain::{Result, model::Grant};
+
+/// The organization and user a batch of grant changes is about, and the resource.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub organization_id: &'a str,
+    pub user_id: &'a str,
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+}
+
+impl Target<'_> {
+    fn condition(&self) -> Condition {
+        Condition::all()
+            .add(grant::Column::OrganizationId.eq(self.organization_id))
+            .add(grant::Column::UserId.eq(self.user_id))
+            .add(grant::Column::ResourceType.eq(self.resource_type))
+            .add(grant::Column::ResourceId.eq(self.resource_id))
+    }
+}
+
+/// A set of grants to revoke in bulk, described by where they live.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Everything a user holds in an organization.
+    UserInOrganization { organization_id: String, user_id: String },
+    /// Everything in an organization.
+    Organization { organization_id: String },
+    /// Every grant of one permission.
+    Permission { permission_id: Uuid },
+    /// The listed permissions of one user on one resource.
+    Listed { organization_id: String, user_id: String, resource_type: String, resource_id: String, permission_ids: Vec<Uuid> },
+    /// Everything on the listed `(organization, type, id)` resources, of one user or of all.
+    Resources { user_id: Option<String>, resources: Vec<(String, String, String)> },
+}
+
+impl Selection {
+    fn condition(&self) -> Condition {
+        match self {
+            Selection::UserInOrganization { organization_id, user_id } => Condition::all()
+                .add(grant::Column::OrganizationId.eq(organization_id.as_str()))
+                .add(grant::Column::UserId.eq(user_id.as_str())),
+            Selection::Organization { organization_id } => {
+                Condition::all().add(grant::Column::OrganizationId.eq(organization_id.as_str()))
+            }
+            Selection::Permission { permission_id } => {
+                Condition::all().add(grant::Column::PermissionId.eq(*permission_id))
+            }
+            Selection::Listed { organization_id, user_id, resource_type, resource_id, permission_ids } => {
+                Target { organization_id, user_id, resource_type, resource_id }
+                    .condition()
+                    .add(grant::Column::PermissionId.is_in(permission_ids.iter().copied()))
+            }
+            Selection::Resources { user_id, resources } => {
+                let on_resources = Expr::tuple([
+                    Expr::col(grant::Column::OrganizationId).into(),
+                    Expr::col(grant::Column::ResourceType).into(),
+                    Expr::col(grant::Column::ResourceId).into(),
+                ])
+                .in_tuples(resources.iter().cloned());
+                let condition = Condition::all().add(on_resources);
+                match user_id {
+                    Some(user_id) => condition.add(grant::Column::UserId.eq(user_id.as_str())),
+                    None => condition,
+                }
+            }
+        }
+    }
+}
+
+/// Which of `permission_ids` the target already holds.
+pub async fn held(conn: &impl ConnectionTrait, target: Target<'_>, permission_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    let ids = grant::Entity::find()
+        .select_only()
+        .column(grant::Column::PermissionId)
+        .filter(target.condition())
+        .filter(grant::Column::PermissionId.is_in(permission_ids.iter().copied()))
+        .into_tuple::<Uuid>()
+        .all(conn)
+        .await?;
+    Ok(ids)
+}
+
+/// Inserts one grant per permission in one statement; rows that already exist are kept.
+pub async fn insert(
+    conn: &impl ConnectionTrait,
+    target: Target<'_>,
+    permission_ids: &[Uuid],
+    granted_at: DateTime<Utc>,
+    granted_by: &str,
+) -> Result<()> {
+    if permission_ids.is_empty() {
+        return Ok(());
+    }
+    let mut insert = Query::insert();
+    insert.into_table(grant::Entity).columns([
+        grant::Column::OrganizationId,
+        grant::Column::UserId,
+        grant::Column::ResourceType,
+        grant::Column::ResourceId,
+        grant::Column::PermissionId,
+        grant::Column::GrantedAt,
+        grant::Column::GrantedBy,
+    ]);
+    for permission_id in permission_ids {
+        insert.values_panic([
+            target.organization_id.into(),
+            target.user_id.into(),
+            target.resource_type.into(),
+            target.resource_id.into(),
+            (*permission_id).into(),
+            granted_at.into(),
+            granted_by.into(),
+        ]);
+    }
+    insert.on_conflict(
+        sea_orm::sea_query::OnConflict::columns([
+            grant::Column::OrganizationId,
+            grant::Column::UserId,
+            grant::Column::ResourceType,
+            grant::Column::ResourceId,
+            grant::Column::PermissionId,
+        ])
+        .do_nothing()
+        .to_owned(),
+    );
+    conn.execute(conn.get_database_backend().build(&insert)).await?;
+    Ok(())
+}
+
+/// Whether the selection holds any grant.
+pub async fn any(conn: &impl ConnectionTrait, selection: &Selection) -> Result<bool> {
+    let found = grant::Entity::find()
+        .select_only()
+        .column(grant::Column::PermissionId)
+        .filter(selection.condition())
+        .limit(1)
+        .into_tuple::<Uuid>()
+        .one(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// The identity of a grant, as a revocation event records it.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct GrantKey {
+    pub organization_id: String,
+    pub user_id: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub permission_id: Uuid,
+}
+
+/// Deletes every grant of the selection in one statement and answers exactly the rows it
+/// deleted, so the change log records what happened even when others write alongside.
+pub async fn delete(conn: &impl ConnectionTrait, selection: &Selection) -> Result<Vec<GrantKey>> {
+    let delete = Query::delete()
+        .from_table(grant::Entity)
+        .cond_where(selection.condition())
+        .returning(Query::returning().columns([
+            grant::Column::OrganizationId,
+            grant::Column::UserId,
+            grant::Column::ResourceType,
+            grant::Column::ResourceId,
+            grant::Column::PermissionId,
+        ]))
+        .to_owned();
+    let keys = GrantKey::find_by_statement(conn.get_database_backend().build(&delete)).all(conn).await?;
+    Ok(keys)
+}
+
+/// How the permission of a check is named.
+#[derive(Debug, Clone)]
+pub enum PermissionKey {
+    Id(Uuid),
+    Name(String),
+}
+
+#[derive(Debug, FromQueryResult)]
+struct GrantRow {
+    organization_id: String,
+    user_id: String,
+    resource_type: String,
+    resource_id: String,
+    permission_id: Uuid,
+    granted_at: DateTime<Utc>,
+    granted_by: String,
+    permission_name: String,
+}
+
+impl From<GrantRow> for Grant {
+    fn from(row: GrantRow) -> Self {
+        Grant {
+            organization_id: row.organization_id,
+            user_id: row.user_id,
+            permission_id: row.permission_id,
+            permission_name: row.permission_name,
+            resource_type: row.resource_type,
+            resource_id: row.resource_id,
+            granted_at: row.granted_at,
+            granted_by: row.granted_by,
+        }
+    }
+}
+
+fn grants_with_names() -> SelectStatement {
+    Query::select()
+        .columns([
+            (grant::Entity, grant::Column::OrganizationId),
+            (grant::Entity, grant::Column::UserId),
+            (grant::Entity, grant::Column::ResourceType),
+            (grant::Entity, grant::Column::ResourceId),
+            (grant::Entity, grant::Column::PermissionId),
+            (grant::Entity, grant::Column::GrantedAt),
+            (grant::Entity, grant::Column::GrantedBy),
+        ])
+        .expr_as(Expr::col((permission::Entity, permission::Column::Name)), Alias::new("permission_name"))
+        .from(grant::Entity)
+        .inner_join(
+            permission::Entity,
+            Expr::col((permission::Entity, permission::Column::Id)).equals((grant::Entity, grant::Column::PermissionId)),
+        )
+        .to_owned()
+}
+
+fn g(column: grant::Column) -> SimpleExpr {
+    Expr::col((grant::Entity, column).into_column_ref()).into()
+}
+
+/// The grant that lets `target`'s user use the permission on the target resource: one on
+/// the resource itself, else an org-wide one.
+pub async fn find_matching(conn: &impl ConnectionTrait, target: Target<'_>, permission: &PermissionKey) -> Result<Option<Grant>> {
+    let on_resource = Condition::all()
+        .add(g(grant::Column::ResourceType).eq(target.resource_type))
+        .add(g(grant::Column::ResourceId).eq(target.resource_id));
+    let org_wide = Condition::all()
+        .add(g(grant::Column::ResourceType).eq(crate::domain::ResourceType::ORGANIZATION))
+        .add(g(grant::Column::ResourceId).eq(target.organization_id));
+    let by_permission = match permission {
+        PermissionKey::Id(id) => g(grant::Column::PermissionId).eq(*id),
+        PermissionKey::Name(name) => Expr::col((permission::Entity, permission::Column::Name)).eq(name.as_str()),
+    };
+    let query = grants_with_names()
+        .and_where(g(grant::Column::OrganizationId).eq(target.organization_id))
+        .and_where(g(grant::Column::UserId).eq(target.user_id))
+        .and_where(by_permission)
+        .cond_where(Condition::any().add(on_resource).add(org_wide))
+        // The resource's own grant first: it is the more specific answer.
+        .order_by_expr(
+            g(grant::Column::ResourceType).eq(crate::domain::ResourceType::ORGANIZATION),
+            sea_orm::Order::Asc,
+        )
+        .limit(1)
+        .to_owned();
+    let row = GrantRow::find_by_statement(conn.get_database_backend().build(&query)).one(conn).await?;
+    Ok(row.map(Grant::from))
+}
+
+/// Filter of a grant list: a resource type, optionally one resource of it.
+#[derive(Debug, Clone)]
+pub struct ResourceFilter {
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+}
+
+/// A page of a user's grants in an organization, ordered by (type, id, permission id).
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    organization_id: &str,
+    user_id: &str,
+    filter: Option<&ResourceFilter>,
+    after: Option<(String, String, Uuid)>,
+    limit: u64,
+) -> Result<Vec<Grant>> {
+    let mut query = grants_with_names()
+        .and_where(g(grant::Column::OrganizationId).eq(organization_id))
+        .and_where(g(grant::Column::UserId).eq(user_id))
+        .order_by((grant::Entity, grant::Column::ResourceType), sea_orm::Order::Asc)
+        .order_by((grant::Entity, grant::Column::ResourceId), sea_orm::Order::Asc)
+        .order_by((grant::Entity, grant::Column::PermissionId), sea_orm::Order::Asc)
+        .limit(limit)
+        .to_owned();
+    if let Some(filter) = filter {
+        query.and_where(g(grant::Column::ResourceType).eq(filter.resource_type.as_str()));
+        if let Some(resource_id) = &filter.resource_id {
+            query.and_where(g(grant::Column::ResourceId).eq(resource_id.as_str()));
+        }
+    }
+    if let Some((resource_type, resource_id, permission_id)) = after {
+        let key = Expr::tuple([g(grant::Column::ResourceType), g(grant::Column::ResourceId), g(grant::Column::PermissionId)]);
+        let cursor = Expr::tuple([resource_type.into(), resource_id.into(), permission_id.into()]);
+        query.and_where(key.gt(cursor));
+    }
+    let rows = GrantRow::find_by_statement(conn.get_database_backend().build(&query)).all(conn).await?;
+    Ok(rows.into_iter().map(Grant::from).collect())
+}

@@ -1,0 +1,20 @@
+//! Persistence: sea-orm entities and set-based queries over SQLite or PostgreSQL.
+//!
+//! Query functions take any [`ConnectionTrait`] and never begin or commit: a use-case
+//! opens one transaction with [`tx::write`] and composes them inside it. sea-orm types
+//! stay in this module; callers see `domain` types.
+
+mod connect;
+mod entities;
+mod error;
+mod lock;
+pub mod changes;
+pub mod grants;
+pub mod memberships;
+pub mod organizations;
+pub mod permissions;
+pub mod tx;
+
+pub use connect::{PoolOptions, connect, migrate_down, migrate_status, migrate_up};
+pub use lock::Lock;
+pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};

@@ -1,0 +1,57 @@
+//! The write-transaction loop.
+//!
+//! sea-orm's `transaction()` runs its closure once, so retrying a PostgreSQL
+//! serialization failure or deadlock needs our own begin/commit loop around a closure
+//! that can run again. Any other error, and every error after the last attempt, rolls
+//! back (by dropping the transaction) and is returned.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use rand::Rng;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+
+use super::changes;
+use crate::domain::{Error, Result};
+
+const MAX_ATTEMPTS: u32 = 5;
+const BASE_BACKOFF: Duration = Duration::from_millis(5);
+
+pub type TxFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
+
+/// Runs `body` in a write transaction, retrying conflicts with jittered exponential
+/// backoff; after `MAX_ATTEMPTS` conflicts the answer is [`Error::Aborted`].
+pub async fn write<T, F>(db: &DatabaseConnection, body: F) -> Result<T>
+where
+    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
+{
+    let mut attempt = 1;
+    loop {
+        match attempt_once(db, &body).await {
+            Err(Error::Conflict) if attempt < MAX_ATTEMPTS => {
+                let ceiling = BASE_BACKOFF * 2u32.pow(attempt - 1);
+                let pause = rand::rng().random_range(Duration::ZERO..=ceiling);
+                tracing::debug!(attempt, ?pause, "transaction conflict, retrying");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            Err(Error::Conflict) => return Err(Error::Aborted { attempts: attempt }),
+            other => return other,
+        }
+    }
+}
+
+async fn attempt_once<T, F>(db: &DatabaseConnection, body: &F) -> Result<T>
+where
+    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
+{
+    let tx = db.begin().await?;
+    if tx.get_database_backend() == DatabaseBackend::Sqlite {
+        // The first statement writes, so the transaction takes SQLite's write lock at
+        // once (waiting out the busy timeout) instead of failing with BUSY when a read
+        // transaction later tries to upgrade: the effect of BEGIN IMMEDIATE.
+        changes::take_sqlite_write_lock(&tx).await?;
+    }
+    let value = body(&tx).await?;
+    tx.commit().await?;
+    Ok(value)
+}
