@@ -19,10 +19,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("grants_v1_descriptor.bin"))
-        .compile_protos(
-            &PROTOS.iter().map(PathBuf::from).collect::<Vec<_>>(),
-            &[PathBuf::from("proto"), well_known],
-        )?;
+        .compile_protos(&PROTOS.iter().map(PathBuf::from).collect::<Vec<_>>(), &[PathBuf::from("proto"), well_known])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

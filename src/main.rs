@@ -37,9 +37,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot open the database")?;
     storage::migrate_up(&db).await.context("cannot migrate the database")?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    server::serve(db, listener, args.server_options(), shutdown_signal())
-        .await
-        .map_err(|err| anyhow::anyhow!(err))
+    server::serve(db, listener, args.server_options(), shutdown_signal()).await.map_err(|err| anyhow::anyhow!(err))
 }
 
 fn init_tracing(format: LogFormat) {

@@ -34,6 +34,15 @@ impl Default for ServerOptions {
     }
 }
 
+/// Everything a reflection client needs, google.rpc error details included, so that
+/// grpcurl can print them.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// Serves on `listener` until `shutdown` resolves; in-flight requests then finish.
 pub async fn serve(
     db: DatabaseConnection,
@@ -52,14 +61,8 @@ pub async fn serve(
     health_reporter.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
     health_reporter.set_serving::<AuditServiceServer<AuditApi>>().await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     tracing::info!(address = %listener.local_addr()?, "serving");
     Server::builder()

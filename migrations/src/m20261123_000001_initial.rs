@@ -125,11 +125,7 @@ impl MigrationTrait for Migration {
         // DeletePermission.
         manager
             .create_index(
-                Index::create()
-                    .name("idx_grants_permission")
-                    .table(Grants::Table)
-                    .col(Grants::PermissionId)
-                    .to_owned(),
+                Index::create().name("idx_grants_permission").table(Grants::Table).col(Grants::PermissionId).to_owned(),
             )
             .await?;
 

@@ -171,7 +171,10 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             let Some(name) = name else { return Err(v.into_error()) };
             v.finish()?;
             let (permission, revision) = self.directory.create_permission(actor, name, description).await?;
-            Ok(pb::CreatePermissionResponse { permission: Some(permission.into()), revision: convert::revision(revision) })
+            Ok(pb::CreatePermissionResponse {
+                permission: Some(permission.into()),
+                revision: convert::revision(revision),
+            })
         })
         .await
     }

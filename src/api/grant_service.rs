@@ -4,7 +4,10 @@ use super::{context::RequestContext, convert, pb, validate::Violations};
 use crate::{
     domain::{
         Error, MAX_BATCH, OrganizationId, UserId,
-        commands::{ChangeUserPermissions, CheckPermission, ListUserPermissions, RemoveResourcePermissions, RemoveUserFromOrganization},
+        commands::{
+            ChangeUserPermissions, CheckPermission, ListUserPermissions, RemoveResourcePermissions,
+            RemoveUserFromOrganization,
+        },
     },
     service::Grants,
 };
@@ -89,8 +92,10 @@ impl pb::grant_service_server::GrantService for GrantApi {
         let (ctx, request) = RequestContext::open("AddUserPermissions", request);
         let actor = ctx.actor.clone();
         ctx.reply(async {
-            let pb::AddUserPermissionsRequest { organization_id, user_id, permission_ids, permission_names, resource } = request;
-            let command = change_command(&organization_id, &user_id, &permission_ids, &permission_names, resource.as_ref())?;
+            let pb::AddUserPermissionsRequest { organization_id, user_id, permission_ids, permission_names, resource } =
+                request;
+            let command =
+                change_command(&organization_id, &user_id, &permission_ids, &permission_names, resource.as_ref())?;
             let outcome = self.grants.add_user_permissions(actor, command).await?;
             Ok(pb::AddUserPermissionsResponse {
                 added: outcome.added.iter().map(ToString::to_string).collect(),
@@ -108,8 +113,15 @@ impl pb::grant_service_server::GrantService for GrantApi {
         let (ctx, request) = RequestContext::open("RemoveUserPermissions", request);
         let actor = ctx.actor.clone();
         ctx.reply(async {
-            let pb::RemoveUserPermissionsRequest { organization_id, user_id, permission_ids, permission_names, resource } = request;
-            let command = change_command(&organization_id, &user_id, &permission_ids, &permission_names, resource.as_ref())?;
+            let pb::RemoveUserPermissionsRequest {
+                organization_id,
+                user_id,
+                permission_ids,
+                permission_names,
+                resource,
+            } = request;
+            let command =
+                change_command(&organization_id, &user_id, &permission_ids, &permission_names, resource.as_ref())?;
             let outcome = self.grants.remove_user_permissions(actor, command).await?;
             Ok(pb::RemoveUserPermissionsResponse {
                 removed: outcome.removed.iter().map(ToString::to_string).collect(),
@@ -188,11 +200,12 @@ impl pb::grant_service_server::GrantService for GrantApi {
                 Some(pb::Resource { r#type, id }) if id.is_empty() => {
                     v.parse("resource.type", r#type, crate::domain::ResourceType::parse).map(|kind| Some((kind, None)))
                 }
-                Some(resource) => v
-                    .resource("resource", Some(resource), organization_id.as_ref())
-                    .map(|r| Some((r.kind, Some(r.id)))),
+                Some(resource) => {
+                    v.resource("resource", Some(resource), organization_id.as_ref()).map(|r| Some((r.kind, Some(r.id))))
+                }
             };
-            let (Some(organization_id), Some(user_id), Some(page), Some(filter)) = (organization_id, user_id, page, filter)
+            let (Some(organization_id), Some(user_id), Some(page), Some(filter)) =
+                (organization_id, user_id, page, filter)
             else {
                 return Err(v.into_error());
             };
@@ -213,7 +226,8 @@ impl pb::grant_service_server::GrantService for GrantApi {
         use pb::check_permission_request::Permission;
         let (ctx, request) = RequestContext::open("CheckPermission", request);
         ctx.reply(async {
-            let pb::CheckPermissionRequest { organization_id, user_id, permission, resource, at_least_revision } = request;
+            let pb::CheckPermissionRequest { organization_id, user_id, permission, resource, at_least_revision } =
+                request;
             let mut v = Violations::default();
             let organization_id = v.parse("organization_id", &organization_id, OrganizationId::parse);
             let user_id = v.parse("user_id", &user_id, UserId::parse);

@@ -15,7 +15,11 @@ impl From<Error> for Status {
                 for violation in &violations {
                     details.add_bad_request_violation(&violation.field, &violation.description);
                 }
-                Status::with_error_details(Code::InvalidArgument, Error::InvalidArgument(violations).to_string(), details)
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    Error::InvalidArgument(violations).to_string(),
+                    details,
+                )
             }
             Error::NotFound { kind, ids } => {
                 let message = format!("{kind} not found: {}", ids.join(", "));
@@ -37,11 +41,13 @@ impl From<Error> for Status {
                 details.add_precondition_failure_violation(reason, subject, &message);
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
-            Error::Conflict | Error::Aborted { .. } => Status::aborted(
-                "the transaction kept conflicting with concurrent writes; retry the request",
-            ),
+            Error::Conflict | Error::Aborted { .. } => {
+                Status::aborted("the transaction kept conflicting with concurrent writes; retry the request")
+            }
             Error::Unavailable(_) => Status::unavailable("the database is unavailable; retry the request"),
-            Error::Internal(_) => Status::internal("internal error; the server log has the details under this request id"),
+            Error::Internal(_) => {
+                Status::internal("internal error; the server log has the details under this request id")
+            }
         }
     }
 }

@@ -91,7 +91,13 @@ impl Violations {
     }
 
     /// A `oneof permission { permission_id | permission_name }`.
-    pub fn permission_ref(&mut self, id_field: &str, name_field: &str, id: Option<&str>, name: Option<&str>) -> Option<PermissionRef> {
+    pub fn permission_ref(
+        &mut self,
+        id_field: &str,
+        name_field: &str,
+        id: Option<&str>,
+        name: Option<&str>,
+    ) -> Option<PermissionRef> {
         match (id, name) {
             (Some(id), _) => self.uuid(id_field, id).map(PermissionRef::Id),
             (None, Some(name)) => self.parse(name_field, name, PermissionName::parse).map(PermissionRef::Name),
@@ -103,7 +109,12 @@ impl Violations {
     }
 
     /// A resource of `organization`, which is the organization itself when absent.
-    pub fn resource(&mut self, field: &str, resource: Option<&pb::Resource>, organization: Option<&OrganizationId>) -> Option<Resource> {
+    pub fn resource(
+        &mut self,
+        field: &str,
+        resource: Option<&pb::Resource>,
+        organization: Option<&OrganizationId>,
+    ) -> Option<Resource> {
         let Some(resource) = resource else {
             return organization.map(Resource::organization);
         };
@@ -112,7 +123,13 @@ impl Violations {
 
     /// `{type, id}` inside `organization`; for `type = organization` the id is empty or
     /// the organization's own.
-    pub fn resource_in(&mut self, field: &str, kind: &str, id: &str, organization: Option<&OrganizationId>) -> Option<Resource> {
+    pub fn resource_in(
+        &mut self,
+        field: &str,
+        kind: &str,
+        id: &str,
+        organization: Option<&OrganizationId>,
+    ) -> Option<Resource> {
         let kind = self.parse(&format!("{field}.type"), kind, ResourceType::parse)?;
         if kind.is_organization() {
             let organization = organization?;

@@ -10,8 +10,7 @@ mod resource;
 
 pub use error::{Error, FieldViolation, Result};
 pub use ids::{
-    IdError, OrganizationId, PermissionName, ResourceId, ResourceType, UserId, check_description,
-    check_display_name,
+    IdError, OrganizationId, PermissionName, ResourceId, ResourceType, UserId, check_description, check_display_name,
 };
 pub use resource::Resource;
 

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{ListPage, Directory, detached, resolve};
+use super::{Directory, ListPage, detached, resolve};
 use crate::{
     domain::{
         Actor, Error, PermissionName, Result, Revision,
@@ -21,18 +21,19 @@ pub struct PermissionDeletion {
 }
 
 impl Directory {
-    pub async fn create_permission(&self, actor: Actor, name: PermissionName, description: String) -> Result<(Permission, Revision)> {
+    pub async fn create_permission(
+        &self,
+        actor: Actor,
+        name: PermissionName,
+        description: String,
+    ) -> Result<(Permission, Revision)> {
         let db = self.db.clone();
         detached(async move {
             tx::write(&db, |tx| {
                 let (actor, name, description) = (actor.clone(), name.clone(), description.clone());
                 Box::pin(async move {
-                    let permission = Permission {
-                        id: Uuid::new_v4(),
-                        name: name.to_string(),
-                        description,
-                        created_at: Utc::now(),
-                    };
+                    let permission =
+                        Permission { id: Uuid::new_v4(), name: name.to_string(), description, created_at: Utc::now() };
                     if !storage::permissions::insert(tx, &permission).await? {
                         return Err(Error::AlreadyExists { kind: "permission", id: name.to_string() });
                     }
@@ -49,7 +50,9 @@ impl Directory {
     pub async fn get_permission(&self, permission: &PermissionRef) -> Result<Permission> {
         let (found, label) = match permission {
             PermissionRef::Id(id) => (storage::permissions::find_by_id(&self.db, *id).await?, id.to_string()),
-            PermissionRef::Name(name) => (storage::permissions::find_by_name(&self.db, name.as_str()).await?, name.to_string()),
+            PermissionRef::Name(name) => {
+                (storage::permissions::find_by_name(&self.db, name.as_str()).await?, name.to_string())
+            }
         };
         found.ok_or(Error::NotFound { kind: "permission", ids: vec![label] })
     }
@@ -65,7 +68,13 @@ impl Directory {
     /// Removes the permission from the catalog; while it is granted only with `force`,
     /// which revokes those grants in the same transaction. The exclusive lock on the
     /// permission waits out grants in flight (they share-lock it) and holds off new ones.
-    pub async fn delete_permission(&self, actor: Actor, id: Uuid, force: bool, allow_missing: bool) -> Result<PermissionDeletion> {
+    pub async fn delete_permission(
+        &self,
+        actor: Actor,
+        id: Uuid,
+        force: bool,
+        allow_missing: bool,
+    ) -> Result<PermissionDeletion> {
         let db = self.db.clone();
         detached(async move {
             tx::write(&db, |tx| {

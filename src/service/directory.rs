@@ -81,7 +81,12 @@ impl Directory {
     /// Deletes the organization with every membership and grant in it. Locking the
     /// organization and then every membership waits out in-flight grant writes there and
     /// holds off new ones until the deletion commits.
-    pub async fn delete_organization(&self, actor: Actor, id: OrganizationId, allow_missing: bool) -> Result<OrganizationDeletion> {
+    pub async fn delete_organization(
+        &self,
+        actor: Actor,
+        id: OrganizationId,
+        allow_missing: bool,
+    ) -> Result<OrganizationDeletion> {
         let db = self.db.clone();
         detached(async move {
             tx::write(&db, |tx| {
@@ -90,7 +95,11 @@ impl Directory {
                     if !storage::organizations::lock(tx, id.as_str(), Lock::Update).await? {
                         if allow_missing {
                             let revision = storage::changes::current_revision(tx).await?;
-                            return Ok(OrganizationDeletion { removed_member_count: 0, removed_grant_count: 0, revision });
+                            return Ok(OrganizationDeletion {
+                                removed_member_count: 0,
+                                removed_grant_count: 0,
+                                revision,
+                            });
                         }
                         return Err(Error::NotFound { kind: "organization", ids: vec![id.to_string()] });
                     }
@@ -103,7 +112,9 @@ impl Directory {
                     let (removed_grant_count, removed_member_count) = (revoked.len() as u64, members.len() as u64);
                     let mut events: Vec<NewChange> =
                         revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
-                    events.extend(members.iter().map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user)));
+                    events.extend(
+                        members.iter().map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user)),
+                    );
                     events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
                     let revision = storage::changes::append(tx, &actor, Utc::now(), events).await?;
                     Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
@@ -116,7 +127,12 @@ impl Directory {
 
     /// Makes the user a member; idempotent. The organization row is share-locked so a
     /// concurrent DeleteOrganization either waits for this or makes this NOT_FOUND.
-    pub async fn add_user_to_organization(&self, actor: Actor, organization_id: OrganizationId, user_id: UserId) -> Result<MembershipOutcome> {
+    pub async fn add_user_to_organization(
+        &self,
+        actor: Actor,
+        organization_id: OrganizationId,
+        user_id: UserId,
+    ) -> Result<MembershipOutcome> {
         let db = self.db.clone();
         detached(async move {
             tx::write(&db, |tx| {
@@ -126,7 +142,8 @@ impl Directory {
                         return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
                     }
                     let now = Utc::now();
-                    let created = storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &actor.subject).await?;
+                    let created =
+                        storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &actor.subject).await?;
                     let events = if created {
                         vec![NewChange::member(ChangeKind::MemberAdded, org.as_str(), user.as_str())]
                     } else {
@@ -144,7 +161,11 @@ impl Directory {
         .await
     }
 
-    pub async fn list_organization_members(&self, organization_id: &OrganizationId, page: Page) -> Result<ListPage<Membership>> {
+    pub async fn list_organization_members(
+        &self,
+        organization_id: &OrganizationId,
+        page: Page,
+    ) -> Result<ListPage<Membership>> {
         let scope = format!("members\n{organization_id}");
         let after = resolve::page_after::<1>(&page, &scope)?;
         resolve::organization(&self.db, organization_id).await?;

@@ -9,7 +9,10 @@ use super::{ListPage, detached, resolve};
 use crate::{
     domain::{
         Actor, Error, OrganizationId, Resource, Result, Revision,
-        commands::{ChangeUserPermissions, CheckPermission, ListUserPermissions, PermissionRef, RemoveResourcePermissions, RemoveUserFromOrganization},
+        commands::{
+            ChangeUserPermissions, CheckPermission, ListUserPermissions, PermissionRef, RemoveResourcePermissions,
+            RemoveUserFromOrganization,
+        },
         model::{ChangeKind, Grant},
     },
     storage::{
@@ -100,7 +103,8 @@ impl Grants {
                     }
                     let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
                     let held = storage::grants::held(tx, target, &wanted).await?;
-                    let (already_held, added): (Vec<Uuid>, Vec<Uuid>) = wanted.into_iter().partition(|id| held.contains(id));
+                    let (already_held, added): (Vec<Uuid>, Vec<Uuid>) =
+                        wanted.into_iter().partition(|id| held.contains(id));
 
                     let now = Utc::now();
                     storage::grants::insert(tx, target, &added, now, &actor.subject).await?;
@@ -158,7 +162,11 @@ impl Grants {
     }
 
     /// Revokes every grant on each listed resource, of one user or of all users.
-    pub async fn remove_resource_permissions(&self, actor: Actor, cmd: RemoveResourcePermissions) -> Result<ResourceRemovals> {
+    pub async fn remove_resource_permissions(
+        &self,
+        actor: Actor,
+        cmd: RemoveResourcePermissions,
+    ) -> Result<ResourceRemovals> {
         let db = self.db.clone();
         detached(async move {
             tx::write(&db, |tx| {
@@ -188,7 +196,8 @@ impl Grants {
                         .resources
                         .iter()
                         .map(|(org, res)| {
-                            let n = counts.get(&(org.as_str(), res.kind.as_str(), res.id.as_str())).copied().unwrap_or(0);
+                            let n =
+                                counts.get(&(org.as_str(), res.kind.as_str(), res.id.as_str())).copied().unwrap_or(0);
                             ((org.clone(), res.clone()), n)
                         })
                         .collect();
@@ -202,7 +211,11 @@ impl Grants {
     }
 
     /// Deletes the membership and every grant of the user in the organization.
-    pub async fn remove_user_from_organization(&self, actor: Actor, cmd: RemoveUserFromOrganization) -> Result<RemovedFromOrganization> {
+    pub async fn remove_user_from_organization(
+        &self,
+        actor: Actor,
+        cmd: RemoveUserFromOrganization,
+    ) -> Result<RemovedFromOrganization> {
         let db = self.db.clone();
         detached(async move {
             tx::write(&db, |tx| {
@@ -220,7 +233,8 @@ impl Grants {
                             ids: vec![format!("organizations/{org}/members/{user}")],
                         });
                     }
-                    let selection = Selection::UserInOrganization { organization_id: org.to_owned(), user_id: user.to_owned() };
+                    let selection =
+                        Selection::UserInOrganization { organization_id: org.to_owned(), user_id: user.to_owned() };
                     let deleted = storage::grants::delete(tx, &selection).await?;
                     storage::memberships::delete(tx, org, user).await?;
                     let removed_grant_count = deleted.len() as u64;
@@ -306,7 +320,9 @@ impl Grants {
         match (permission, &cmd.permission) {
             (Some(_), _) => Ok(()),
             (None, PermissionRef::Id(id)) => Err(Error::NotFound { kind: "permission", ids: vec![id.to_string()] }),
-            (None, PermissionRef::Name(name)) => Err(Error::NotFound { kind: "permission", ids: vec![name.to_string()] }),
+            (None, PermissionRef::Name(name)) => {
+                Err(Error::NotFound { kind: "permission", ids: vec![name.to_string()] })
+            }
         }
     }
 }

@@ -54,7 +54,13 @@ impl NewChange {
     }
 
     pub fn organization(kind: ChangeKind, organization_id: &str) -> Self {
-        Self { kind, organization_id: Some(organization_id.to_owned()), user_id: None, permission_id: None, resource: None }
+        Self {
+            kind,
+            organization_id: Some(organization_id.to_owned()),
+            user_id: None,
+            permission_id: None,
+            resource: None,
+        }
     }
 
     pub fn permission(kind: ChangeKind, permission_id: Uuid) -> Self {
@@ -85,7 +91,12 @@ pub async fn current_revision(conn: &impl ConnectionTrait) -> Result<Revision> {
 
 /// Appends `events` at consecutive new revisions and answers the last one; with no
 /// events it changes nothing and answers the current revision.
-pub async fn append(conn: &impl ConnectionTrait, actor: &Actor, at: DateTime<Utc>, events: Vec<NewChange>) -> Result<Revision> {
+pub async fn append(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    at: DateTime<Utc>,
+    events: Vec<NewChange>,
+) -> Result<Revision> {
     if events.is_empty() {
         return current_revision(conn).await;
     }
@@ -139,7 +150,12 @@ pub async fn append(conn: &impl ConnectionTrait, actor: &Actor, at: DateTime<Utc
 }
 
 /// Up to `limit` changes after `after`, in revision order, optionally of one organization.
-pub async fn list(conn: &impl ConnectionTrait, after: Revision, organization_id: Option<&str>, limit: u64) -> Result<Vec<Change>> {
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    after: Revision,
+    organization_id: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Change>> {
     let mut query = change::Entity::find()
         .filter(change::Column::Revision.gt(after))
         .order_by_asc(change::Column::Revision)

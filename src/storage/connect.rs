@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, Statement, TransactionTrait,
 };
 use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
@@ -82,10 +81,7 @@ pub async fn migrate_down(db: &DatabaseConnection, steps: Option<u32>) -> Result
 /// Every known migration and whether it is applied.
 pub async fn migrate_status(db: &DatabaseConnection) -> Result<Vec<(String, bool)>, DbErr> {
     let migrations = Migrator::get_migration_with_status(db).await?;
-    Ok(migrations
-        .iter()
-        .map(|m| (m.name().to_owned(), m.status() == migration::MigrationStatus::Applied))
-        .collect())
+    Ok(migrations.iter().map(|m| (m.name().to_owned(), m.status() == migration::MigrationStatus::Applied)).collect())
 }
 
 async fn lock_for_migration(tx: &impl ConnectionTrait) -> Result<(), DbErr> {

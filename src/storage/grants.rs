@@ -3,8 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
     sea_query::{Alias, Expr, IntoColumnRef, Query, SelectStatement, SimpleExpr},
 };
 use uuid::Uuid;
@@ -41,7 +40,13 @@ pub enum Selection {
     /// Every grant of one permission.
     Permission { permission_id: Uuid },
     /// The listed permissions of one user on one resource.
-    Listed { organization_id: String, user_id: String, resource_type: String, resource_id: String, permission_ids: Vec<Uuid> },
+    Listed {
+        organization_id: String,
+        user_id: String,
+        resource_type: String,
+        resource_id: String,
+        permission_ids: Vec<Uuid>,
+    },
     /// Everything on the listed `(organization, type, id)` resources, of one user or of all.
     Resources { user_id: Option<String>, resources: Vec<(String, String, String)> },
 }
@@ -230,7 +235,8 @@ fn grants_with_names() -> SelectStatement {
         .from(grant::Entity)
         .inner_join(
             permission::Entity,
-            Expr::col((permission::Entity, permission::Column::Id)).equals((grant::Entity, grant::Column::PermissionId)),
+            Expr::col((permission::Entity, permission::Column::Id))
+                .equals((grant::Entity, grant::Column::PermissionId)),
         )
         .to_owned()
 }
@@ -241,7 +247,11 @@ fn g(column: grant::Column) -> SimpleExpr {
 
 /// The grant that lets `target`'s user use the permission on the target resource: one on
 /// the resource itself, else an org-wide one.
-pub async fn find_matching(conn: &impl ConnectionTrait, target: Target<'_>, permission: &PermissionKey) -> Result<Option<Grant>> {
+pub async fn find_matching(
+    conn: &impl ConnectionTrait,
+    target: Target<'_>,
+    permission: &PermissionKey,
+) -> Result<Option<Grant>> {
     let on_resource = Condition::all()
         .add(g(grant::Column::ResourceType).eq(target.resource_type))
         .add(g(grant::Column::ResourceId).eq(target.resource_id));
@@ -299,7 +309,8 @@ pub async fn list(
         }
     }
     if let Some((resource_type, resource_id, permission_id)) = after {
-        let key = Expr::tuple([g(grant::Column::ResourceType), g(grant::Column::ResourceId), g(grant::Column::PermissionId)]);
+        let key =
+            Expr::tuple([g(grant::Column::ResourceType), g(grant::Column::ResourceId), g(grant::Column::PermissionId)]);
         let cursor = Expr::tuple([resource_type.into(), resource_id.into(), permission_id.into()]);
         query.and_where(key.gt(cursor));
     }

@@ -4,12 +4,12 @@
 //! opens one transaction with [`tx::write`] and composes them inside it. sea-orm types
 //! stay in this module; callers see `domain` types.
 
+pub mod changes;
 mod connect;
 mod entities;
 mod error;
-mod lock;
-pub mod changes;
 pub mod grants;
+mod lock;
 pub mod memberships;
 pub mod organizations;
 pub mod permissions;

@@ -1,0 +1,291 @@
+//! Test support: a real grantd server on an ephemeral port over a fresh database, and
+//! the macro that runs one test body against SQLite and against PostgreSQL.
+//!
+//! PostgreSQL comes from `GRANTD_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test gets a database of its own.
+//! When it is unreachable a PostgreSQL test fails under `CI=true` and is skipped (with a
+//! message) elsewhere.
+
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use grantd::{
+    api::pb::{
+        self, audit_service_client::AuditServiceClient, directory_service_client::DirectoryServiceClient,
+        grant_service_client::GrantServiceClient,
+    },
+    server::{self, ServerOptions},
+    storage::{self, ConnectionTrait, DatabaseConnection, PoolOptions},
+};
+use sea_orm::{Database, Statement};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+pub use grantd::api::pb as proto;
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Defines `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per listed
+/// `async fn name(server: TestServer)` of the calling file.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = $crate::common::TestServer::start(
+                        $crate::common::Backend::Sqlite,
+                        concat!(module_path!(), "::", stringify!($name)),
+                    )
+                    .await;
+                    if let Some(server) = server {
+                        super::$name(server).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = $crate::common::TestServer::start(
+                        $crate::common::Backend::Postgres,
+                        concat!(module_path!(), "::", stringify!($name)),
+                    )
+                    .await;
+                    if let Some(server) = server {
+                        super::$name(server).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A running grantd and clients for it.
+pub struct TestServer {
+    pub backend: Backend,
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    /// The server's own connection pool, for assertions that read tables directly.
+    pub db: DatabaseConnection,
+    /// Statements the server has sent to the database so far.
+    pub statements: Arc<AtomicU64>,
+    database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server over a fresh database; `None` when PostgreSQL is unreachable
+    /// outside CI.
+    pub async fn start(backend: Backend, test_name: &str) -> Option<Self> {
+        let (database_url, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("grantd.db").display());
+                (url, Some(dir))
+            }
+            Backend::Postgres => (fresh_postgres_database(test_name).await?, None),
+        };
+        Some(Self::start_on(backend, database_url, dir).await)
+    }
+
+    async fn start_on(backend: Backend, database_url: String, dir: Option<tempfile::TempDir>) -> Self {
+        let mut db = storage::connect(&database_url, &PoolOptions::default()).await.expect("connect");
+        storage::migrate_up(&db).await.expect("migrate");
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let server_db = db.clone();
+        let handle = tokio::spawn(async move {
+            server::serve(server_db, listener, ServerOptions::default(), async {
+                let _ = shutdown_rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+        Self {
+            backend,
+            addr,
+            channel,
+            db,
+            statements,
+            database_url,
+            shutdown: Some(shutdown),
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    pub fn grants(&self) -> GrantServiceClient<Channel> {
+        GrantServiceClient::new(self.channel.clone()).max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn directory(&self) -> DirectoryServiceClient<Channel> {
+        DirectoryServiceClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel.clone())
+    }
+
+    pub fn statement_count(&self) -> u64 {
+        self.statements.load(Ordering::SeqCst)
+    }
+
+    /// Rows in a table, read directly.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one(Statement::from_string(backend, format!("SELECT COUNT(*) AS n FROM {table}")))
+            .await
+            .expect("count query")
+            .expect("one row");
+        row.try_get::<i64>("", "n").expect("count")
+    }
+
+    /// The latest committed revision, as ListChanges reports it.
+    pub async fn latest_revision(&self) -> u64 {
+        self.audit()
+            .list_changes(pb::ListChangesRequest { after_revision: 0, organization_id: String::new(), page_size: 1 })
+            .await
+            .expect("list changes")
+            .into_inner()
+            .latest_revision
+    }
+
+    /// Stops the server (draining in-flight requests) and starts a new one on the same
+    /// database, as a restart would.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let dir = self._dir.take();
+        Self::start_on(self.backend, self.database_url.clone(), dir).await
+    }
+
+    async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+        self.db.clone().close().await.ok();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Creates an empty database named after the test and answers its URL.
+async fn fresh_postgres_database(test_name: &str) -> Option<String> {
+    let admin_url = std::env::var("GRANTD_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+    let admin = match Database::connect(&admin_url).await {
+        Ok(admin) => admin,
+        Err(err) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("PostgreSQL at {admin_url} is unreachable under CI=true: {err}")
+        }
+        Err(err) => {
+            eprintln!("skipping PostgreSQL test {test_name}: {admin_url} is unreachable ({err})");
+            return None;
+        }
+    };
+    let name = database_name(test_name);
+    let backend = admin.get_database_backend();
+    admin
+        .execute(Statement::from_string(backend, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .await
+        .expect("drop test database");
+    admin
+        .execute(Statement::from_string(backend, format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+    Some(format!("{base}/{name}"))
+}
+
+/// `[a-z0-9_]`, at most 63 bytes, unique per test path.
+fn database_name(test_name: &str) -> String {
+    let cleaned: String =
+        test_name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    let hash = cleaned.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let tail: String = cleaned.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("t_{hash:016x}_{}", tail.trim_start_matches('_'))
+}
+
+/// Shorthand for the messages most tests build.
+pub fn resource(kind: &str, id: &str) -> Option<pb::Resource> {
+    Some(pb::Resource { r#type: kind.to_owned(), id: id.to_owned() })
+}
+
+/// Creates an organization, asserting success.
+pub async fn create_org(server: &TestServer, id: &str) {
+    server
+        .directory()
+        .create_organization(pb::CreateOrganizationRequest { id: id.to_owned(), display_name: format!("Org {id}") })
+        .await
+        .expect("create organization");
+}
+
+/// Creates a permission and answers its id.
+pub async fn create_permission(server: &TestServer, name: &str) -> String {
+    server
+        .directory()
+        .create_permission(pb::CreatePermissionRequest { name: name.to_owned(), description: String::new() })
+        .await
+        .expect("create permission")
+        .into_inner()
+        .permission
+        .expect("permission")
+        .id
+}
+
+/// Adds a member, asserting success.
+pub async fn add_member(server: &TestServer, organization_id: &str, user_id: &str) {
+    server
+        .directory()
+        .add_user_to_organization(pb::AddUserToOrganizationRequest {
+            organization_id: organization_id.to_owned(),
+            user_id: user_id.to_owned(),
+        })
+        .await
+        .expect("add member");
+}
+
+/// The field names of a google.rpc.BadRequest in a status.
+pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
