@@ -138,7 +138,7 @@ impl Directory {
             tx::write(&db, |tx| {
                 let (actor, org, user) = (actor.clone(), organization_id.clone(), user_id.clone());
                 Box::pin(async move {
-                    if !storage::organizations::lock(tx, org.as_str(), Lock::Share).await? {
+                    if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {
                         return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
                     }
                     let now = Utc::now();

@@ -20,7 +20,7 @@ pub async fn resolve(conn: &impl ConnectionTrait, ids: &[Uuid], names: &[&str]) 
         .add(permission::Column::Id.is_in(ids.iter().copied()))
         .add(permission::Column::Name.is_in(names.iter().copied()));
     let select = permission::Entity::find().filter(named);
-    Ok(lock::apply(select, Lock::Share).all(conn).await?.into_iter().map(to_domain).collect())
+    Ok(lock::apply(select, Lock::KeyShare).all(conn).await?.into_iter().map(to_domain).collect())
 }
 
 /// Inserts the permission; `false` when the name is taken.
