@@ -1,10 +1,10 @@
 //! Command line and environment: every flag of `grantd` is also a `GRANTD_*` variable.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{server::ServerOptions, storage::PoolOptions};
+use crate::{auth::KeyConfig, storage::PoolOptions};
 
 /// The embedded default: a SQLite file in the working directory, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://grantd.db?mode=rwc";
@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Migrate the database and serve gRPC until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Mint a token signed with the HS256 secret (for the quickstart and tests).
+    Token(TokenArgs),
     /// Apply, revert or list schema migrations.
     Migrate {
         #[command(subcommand)]
@@ -87,10 +89,122 @@ pub struct ServeArgs {
     /// Largest request accepted, in bytes; larger ones are RESOURCE_EXHAUSTED.
     #[arg(long, env = "GRANTD_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+
+    /// Longest a request may run, in ms (a shorter client deadline wins).
+    #[arg(long, env = "GRANTD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// Concurrent requests per connection (HTTP/2 streams).
+    #[arg(long, env = "GRANTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Serve without authentication: every caller is an anonymous administrator. Only
+    /// on a loopback address; logs a warning at every start.
+    #[arg(long, env = "GRANTD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
-impl ServeArgs {
-    pub fn server_options(&self) -> ServerOptions {
-        ServerOptions { max_message_bytes: self.max_message_bytes }
+/// Where token verification keys come from. With none of them, an embedded SQLite
+/// database gets a generated HS256 secret beside its file.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// File holding the HS256 secret (at least 32 bytes).
+    #[arg(long, env = "GRANTD_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// PEM public key files (RS256, ES256 or EdDSA), comma-separated in the env var.
+    #[arg(long, env = "GRANTD_JWT_PUBLIC_KEY", value_delimiter = ',')]
+    pub jwt_public_key: Vec<PathBuf>,
+
+    /// JWKS file; keys are chosen by `kid` and the file is re-read every 30 s.
+    #[arg(long, env = "GRANTD_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Accept only tokens with this `iss`.
+    #[arg(long, env = "GRANTD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Accept only tokens with this `aud`.
+    #[arg(long, env = "GRANTD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl AuthArgs {
+    pub fn key_config(&self) -> KeyConfig {
+        KeyConfig {
+            hs256_secret_file: self.jwt_hs256_secret_file.clone(),
+            public_key_files: self.jwt_public_key.clone(),
+            jwks_file: self.jwks_file.clone(),
+        }
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain; with --tls-key, serve TLS.
+    #[arg(long, env = "GRANTD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "GRANTD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle; clients must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "GRANTD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id the token speaks for (`sub`).
+    #[arg(long)]
+    pub subject: String,
+
+    /// Add the `grants:admin` scope.
+    #[arg(long)]
+    pub admin: bool,
+
+    /// Lifetime, such as `90s`, `15m`, `1h` or `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+
+    /// Organizations the token may act in (comma-separated); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    pub organization_scope: Option<Vec<String>>,
+
+    /// Where the secret is; by default the one `grantd serve` generated beside the
+    /// SQLite database of --database-url.
+    #[arg(long, env = "GRANTD_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    #[arg(long, env = "GRANTD_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// `iss` to put in the token.
+    #[arg(long, env = "GRANTD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// `aud` to put in the token.
+    #[arg(long, env = "GRANTD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+/// `90s`, `15m`, `1h`, `7d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration such as 90s, 15m, 1h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use s, m, h or d")),
+    };
+    value.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long"))
 }

@@ -16,6 +16,7 @@
 //! environment variables for the `grantd` binary.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod server;

@@ -1,16 +1,27 @@
-use anyhow::Context;
+use std::{fs, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
 use clap::Parser;
 use grantd::{
-    config::{Cli, Command, LogFormat, MigrateAction, ServeArgs},
-    server, storage,
+    auth::{self, Authenticator, TokenRequest, Verifier},
+    config::{Cli, Command, LogFormat, MigrateAction, ServeArgs, TokenArgs},
+    server::{self, ServerOptions, TlsOptions},
+    storage,
 };
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+
+/// How often key files (secret, PEM, JWKS) are read again, for rotation.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Token(args) => {
+            println!("{}", token(&args)?);
+            Ok(())
+        }
         Command::Migrate { action, database } => {
             init_tracing(LogFormat::Text);
             let db = storage::connect(&database.database_url, &database.pool_options())
@@ -32,12 +43,91 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    let authenticator = authenticator(&args)?;
+    let tls = match (&args.tls.tls_cert, &args.tls.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsOptions {
+            cert: fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
+            key: fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
+            client_ca: match &args.tls.tls_client_ca {
+                Some(ca) => Some(fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?),
+                None => None,
+            },
+        }),
+        _ => None,
+    };
     let db = storage::connect(&args.database.database_url, &args.database.pool_options())
         .await
         .context("cannot open the database")?;
     storage::migrate_up(&db).await.context("cannot migrate the database")?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    server::serve(db, listener, args.server_options(), shutdown_signal()).await.map_err(|err| anyhow::anyhow!(err))
+    let options = ServerOptions {
+        max_message_bytes: args.max_message_bytes,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        max_concurrent_streams: args.max_concurrent_streams,
+        tls,
+        ..ServerOptions::new(authenticator)
+    };
+    server::serve(db, listener, options, shutdown_signal()).await.map_err(|err| anyhow::anyhow!(err))
+}
+
+/// Secure by default: tokens are always required unless --insecure-no-auth, and an
+/// embedded database with no configured key gets a generated secret.
+fn authenticator(args: &ServeArgs) -> anyhow::Result<Authenticator> {
+    if args.insecure_no_auth {
+        if !args.listen.ip().is_loopback() {
+            bail!("--insecure-no-auth serves loopback addresses only, not {}", args.listen);
+        }
+        tracing::warn!("authentication is DISABLED (--insecure-no-auth): every caller is an anonymous administrator");
+        return Ok(Authenticator::Disabled);
+    }
+    let mut keys = args.auth.key_config();
+    if keys.is_empty() {
+        let Some(path) = auth::default_secret_path(&args.database.database_url) else {
+            bail!(
+                "no token key configured: pass --jwt-hs256-secret-file, --jwt-public-key or --jwks-file \\
+                 (or --insecure-no-auth to experiment on loopback)"
+            );
+        };
+        let created = auth::load_or_create_secret(&path).with_context(|| format!("cannot use {}", path.display()))?;
+        tracing::info!(
+            path = %path.display(),
+            created,
+            "tokens are verified with the HS256 secret in this file; mint one with `grantd token --subject <user> --admin`"
+        );
+        keys.hs256_secret_file = Some(path);
+    }
+    let verifier = Arc::new(
+        Verifier::new(keys, args.auth.jwt_issuer.clone(), args.auth.jwt_audience.clone())
+            .map_err(|err| anyhow::anyhow!(err))?,
+    );
+    let reloading = verifier.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(KEY_RELOAD_INTERVAL).await;
+            if let Err(err) = reloading.reload() {
+                tracing::warn!(error = %err, "cannot reload token keys; keeping the previous ones");
+            }
+        }
+    });
+    Ok(Authenticator::Tokens(verifier))
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<String> {
+    let Some(path) = args.jwt_hs256_secret_file.clone().or_else(|| auth::default_secret_path(&args.database_url)) else {
+        bail!("pass --jwt-hs256-secret-file: the database is not an embedded SQLite file");
+    };
+    let secret = auth::secret_bytes(&path).with_context(|| {
+        format!("cannot read the secret {} (start `grantd serve` once to create it)", path.display())
+    })?;
+    let request = TokenRequest {
+        subject: args.subject.clone(),
+        admin: args.admin,
+        ttl: args.ttl,
+        organizations: args.organization_scope.clone(),
+        issuer: args.jwt_issuer.clone(),
+        audience: args.jwt_audience.clone(),
+    };
+    Ok(auth::mint(&secret, &request)?)
 }
 
 fn init_tracing(format: LogFormat) {

@@ -2,11 +2,14 @@
 //! grpc.health.v1 and server reflection (v1 and v1alpha, so grpcurl needs no .proto
 //! files), served until `shutdown` resolves, then drained.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
 
 use crate::{
     api::{
@@ -16,22 +19,44 @@ use crate::{
             grant_service_server::GrantServiceServer,
         },
     },
+    auth::Authenticator,
     service::{Audit, Directory, Grants},
     storage::DatabaseConnection,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
+    /// Who may call the grantd services (health and reflection are open).
+    pub authenticator: Authenticator,
     /// Largest request accepted after decoding; larger ones are RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
+    /// Longest a request may run; a shorter `grpc-timeout` from the client wins.
+    pub request_timeout: Duration,
+    /// Concurrent requests (HTTP/2 streams) per connection.
+    pub max_concurrent_streams: u32,
+    pub tls: Option<TlsOptions>,
 }
 
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self { max_message_bytes: 4 * 1024 * 1024 }
+impl ServerOptions {
+    pub fn new(authenticator: Authenticator) -> Self {
+        Self {
+            authenticator,
+            max_message_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 256,
+            tls: None,
+        }
     }
+}
+
+/// PEM contents for TLS; with `client_ca`, clients must present a certificate it signed.
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
 }
 
 /// Everything a reflection client needs, google.rpc error details included, so that
@@ -51,10 +76,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
     let limit = options.max_message_bytes;
-    let grants = GrantServiceServer::new(GrantApi::new(Grants::new(db.clone()))).max_decoding_message_size(limit);
-    let directory =
-        DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone()))).max_decoding_message_size(limit);
-    let audit = AuditServiceServer::new(AuditApi::new(Audit::new(db))).max_decoding_message_size(limit);
+    let auth = options.authenticator.clone();
+    let grants = InterceptedService::new(
+        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone()))).max_decoding_message_size(limit),
+        auth.clone(),
+    );
+    let directory = InterceptedService::new(
+        DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone()))).max_decoding_message_size(limit),
+        auth.clone(),
+    );
+    let audit =
+        InterceptedService::new(AuditServiceServer::new(AuditApi::new(Audit::new(db))).max_decoding_message_size(limit), auth);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<GrantServiceServer<GrantApi>>().await;
@@ -64,9 +96,20 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    tracing::info!(address = %listener.local_addr()?, "serving");
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &options.tls {
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert, &tls.key));
+        if let Some(ca) = &tls.client_ca {
+            config = config.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(config)?;
+    }
+
+    tracing::info!(address = %listener.local_addr()?, tls = options.tls.is_some(), "serving");
+    builder
         .tcp_nodelay(true)
+        .timeout(options.request_timeout)
+        .max_concurrent_streams(options.max_concurrent_streams)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

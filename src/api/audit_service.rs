@@ -22,7 +22,8 @@ impl pb::audit_service_server::AuditService for AuditApi {
         &self,
         request: Request<pb::ListChangesRequest>,
     ) -> Result<Response<pb::ListChangesResponse>, Status> {
-        let (ctx, request) = RequestContext::open("ListChanges", request);
+        let (ctx, request) = RequestContext::open("ListChanges", request)?;
+        let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::ListChangesRequest { after_revision, organization_id, page_size: raw_page_size } = request;
             let mut v = Violations::default();
@@ -34,7 +35,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
             let limit = page_size(raw_page_size).map_err(|e| v.add(e.field, e.description)).ok();
             let (Some(organization_id), Some(limit)) = (organization_id, limit) else { return Err(v.into_error()) };
             let after = i64::try_from(after_revision).unwrap_or(i64::MAX);
-            let (changes, latest) = self.audit.list_changes(after, organization_id.as_ref(), limit).await?;
+            let (changes, latest) = self.audit.list_changes(actor, after, organization_id.as_ref(), limit).await?;
             Ok(pb::ListChangesResponse {
                 changes: changes.into_iter().map(Into::into).collect(),
                 latest_revision: convert::revision(latest),

@@ -7,12 +7,12 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::domain::{Actor, Error, UserId};
+use crate::{
+    auth::Caller,
+    domain::{Actor, Error, UserId},
+};
 
 const REQUEST_ID: &str = "x-request-id";
-
-/// Until callers are authenticated every change is recorded as made by this subject.
-const UNAUTHENTICATED_SUBJECT: &str = "anonymous";
 
 /// The caller of one RPC.
 #[derive(Debug, Clone)]
@@ -22,17 +22,23 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// Reads the request id from `x-request-id` when it is a valid id (printable ASCII,
-    /// at most 128 bytes), otherwise mints one.
-    pub fn open<T>(rpc: &'static str, request: Request<T>) -> (Self, T) {
+    /// Takes the caller the authenticator attached, and the request id from
+    /// `x-request-id` when it is a valid id (printable ASCII, at most 128 bytes),
+    /// otherwise mints one.
+    pub fn open<T>(rpc: &'static str, request: Request<T>) -> Result<(Self, T), Status> {
+        let Caller { subject, admin, organizations } = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("the request carries no authenticated caller"))?;
         let request_id = request
             .metadata()
             .get(REQUEST_ID)
             .and_then(|value| value.to_str().ok())
             .filter(|value| UserId::parse(value).is_ok())
             .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
-        let actor = Actor { subject: UNAUTHENTICATED_SUBJECT.to_owned(), request_id };
-        (Self { actor, rpc }, request.into_inner())
+        let actor = Actor { subject, request_id, admin, organizations };
+        Ok((Self { actor, rpc }, request.into_inner()))
     }
 
     /// Runs the handler body inside a span naming the RPC and request id, logs the

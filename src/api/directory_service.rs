@@ -22,7 +22,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreateOrganizationRequest>,
     ) -> Result<Response<pb::CreateOrganizationResponse>, Status> {
-        let (ctx, request) = RequestContext::open("CreateOrganization", request);
+        let (ctx, request) = RequestContext::open("CreateOrganization", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::CreateOrganizationRequest { id, display_name } = request;
@@ -44,12 +44,13 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::GetOrganizationRequest>,
     ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
-        let (ctx, request) = RequestContext::open("GetOrganization", request);
+        let (ctx, request) = RequestContext::open("GetOrganization", request)?;
+        let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::GetOrganizationRequest { id } = request;
             let mut v = Violations::default();
             let Some(id) = v.parse("id", &id, OrganizationId::parse) else { return Err(v.into_error()) };
-            let organization = self.directory.get_organization(&id).await?;
+            let organization = self.directory.get_organization(actor, &id).await?;
             Ok(pb::GetOrganizationResponse { organization: Some(organization.into()) })
         })
         .await
@@ -59,12 +60,13 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListOrganizationsRequest>,
     ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
-        let (ctx, request) = RequestContext::open("ListOrganizations", request);
+        let (ctx, request) = RequestContext::open("ListOrganizations", request)?;
+        let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::ListOrganizationsRequest { page_size, page_token } = request;
             let mut v = Violations::default();
             let Some(page) = v.page(page_size, &page_token) else { return Err(v.into_error()) };
-            let page = self.directory.list_organizations(page).await?;
+            let page = self.directory.list_organizations(actor, page).await?;
             Ok(pb::ListOrganizationsResponse {
                 organizations: page.items.into_iter().map(Into::into).collect(),
                 next_page_token: page.next_page_token,
@@ -77,7 +79,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::DeleteOrganizationRequest>,
     ) -> Result<Response<pb::DeleteOrganizationResponse>, Status> {
-        let (ctx, request) = RequestContext::open("DeleteOrganization", request);
+        let (ctx, request) = RequestContext::open("DeleteOrganization", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::DeleteOrganizationRequest { id, allow_missing } = request;
@@ -97,7 +99,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::AddUserToOrganizationRequest>,
     ) -> Result<Response<pb::AddUserToOrganizationResponse>, Status> {
-        let (ctx, request) = RequestContext::open("AddUserToOrganization", request);
+        let (ctx, request) = RequestContext::open("AddUserToOrganization", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::AddUserToOrganizationRequest { organization_id, user_id } = request;
@@ -121,14 +123,15 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListOrganizationMembersRequest>,
     ) -> Result<Response<pb::ListOrganizationMembersResponse>, Status> {
-        let (ctx, request) = RequestContext::open("ListOrganizationMembers", request);
+        let (ctx, request) = RequestContext::open("ListOrganizationMembers", request)?;
+        let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::ListOrganizationMembersRequest { organization_id, page_size, page_token } = request;
             let mut v = Violations::default();
             let organization_id = v.parse("organization_id", &organization_id, OrganizationId::parse);
             let page = v.page(page_size, &page_token);
             let (Some(organization_id), Some(page)) = (organization_id, page) else { return Err(v.into_error()) };
-            let page = self.directory.list_organization_members(&organization_id, page).await?;
+            let page = self.directory.list_organization_members(actor, &organization_id, page).await?;
             Ok(pb::ListOrganizationMembersResponse {
                 members: page.items.into_iter().map(Into::into).collect(),
                 next_page_token: page.next_page_token,
@@ -141,14 +144,15 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListUserOrganizationsRequest>,
     ) -> Result<Response<pb::ListUserOrganizationsResponse>, Status> {
-        let (ctx, request) = RequestContext::open("ListUserOrganizations", request);
+        let (ctx, request) = RequestContext::open("ListUserOrganizations", request)?;
+        let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::ListUserOrganizationsRequest { user_id, page_size, page_token } = request;
             let mut v = Violations::default();
             let user_id = v.parse("user_id", &user_id, UserId::parse);
             let page = v.page(page_size, &page_token);
             let (Some(user_id), Some(page)) = (user_id, page) else { return Err(v.into_error()) };
-            let page = self.directory.list_user_organizations(&user_id, page).await?;
+            let page = self.directory.list_user_organizations(actor, &user_id, page).await?;
             Ok(pb::ListUserOrganizationsResponse {
                 memberships: page.items.into_iter().map(Into::into).collect(),
                 next_page_token: page.next_page_token,
@@ -161,7 +165,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::CreatePermissionRequest>,
     ) -> Result<Response<pb::CreatePermissionResponse>, Status> {
-        let (ctx, request) = RequestContext::open("CreatePermission", request);
+        let (ctx, request) = RequestContext::open("CreatePermission", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::CreatePermissionRequest { name, description } = request;
@@ -184,7 +188,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         request: Request<pb::GetPermissionRequest>,
     ) -> Result<Response<pb::GetPermissionResponse>, Status> {
         use pb::get_permission_request::Permission;
-        let (ctx, request) = RequestContext::open("GetPermission", request);
+        let (ctx, request) = RequestContext::open("GetPermission", request)?;
         ctx.reply(async {
             let pb::GetPermissionRequest { permission } = request;
             let (id, name) = match &permission {
@@ -204,7 +208,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListPermissionsRequest>,
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
-        let (ctx, request) = RequestContext::open("ListPermissions", request);
+        let (ctx, request) = RequestContext::open("ListPermissions", request)?;
         ctx.reply(async {
             let pb::ListPermissionsRequest { page_size, page_token } = request;
             let mut v = Violations::default();
@@ -222,7 +226,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::DeletePermissionRequest>,
     ) -> Result<Response<pb::DeletePermissionResponse>, Status> {
-        let (ctx, request) = RequestContext::open("DeletePermission", request);
+        let (ctx, request) = RequestContext::open("DeletePermission", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::DeletePermissionRequest { id, force, allow_missing } = request;

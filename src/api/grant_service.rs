@@ -89,7 +89,7 @@ impl pb::grant_service_server::GrantService for GrantApi {
         &self,
         request: Request<pb::AddUserPermissionsRequest>,
     ) -> Result<Response<pb::AddUserPermissionsResponse>, Status> {
-        let (ctx, request) = RequestContext::open("AddUserPermissions", request);
+        let (ctx, request) = RequestContext::open("AddUserPermissions", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::AddUserPermissionsRequest { organization_id, user_id, permission_ids, permission_names, resource } =
@@ -110,7 +110,7 @@ impl pb::grant_service_server::GrantService for GrantApi {
         &self,
         request: Request<pb::RemoveUserPermissionsRequest>,
     ) -> Result<Response<pb::RemoveUserPermissionsResponse>, Status> {
-        let (ctx, request) = RequestContext::open("RemoveUserPermissions", request);
+        let (ctx, request) = RequestContext::open("RemoveUserPermissions", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::RemoveUserPermissionsRequest {
@@ -136,7 +136,7 @@ impl pb::grant_service_server::GrantService for GrantApi {
         &self,
         request: Request<pb::RemoveResourcePermissionsRequest>,
     ) -> Result<Response<pb::RemoveResourcePermissionsResponse>, Status> {
-        let (ctx, request) = RequestContext::open("RemoveResourcePermissions", request);
+        let (ctx, request) = RequestContext::open("RemoveResourcePermissions", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let command = remove_resources_command(request)?;
@@ -164,7 +164,7 @@ impl pb::grant_service_server::GrantService for GrantApi {
         &self,
         request: Request<pb::RemoveUserFromOrganizationRequest>,
     ) -> Result<Response<pb::RemoveUserFromOrganizationResponse>, Status> {
-        let (ctx, request) = RequestContext::open("RemoveUserFromOrganization", request);
+        let (ctx, request) = RequestContext::open("RemoveUserFromOrganization", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::RemoveUserFromOrganizationRequest { organization_id, user_id, allow_missing } = request;
@@ -188,7 +188,8 @@ impl pb::grant_service_server::GrantService for GrantApi {
         &self,
         request: Request<pb::ListUserPermissionsRequest>,
     ) -> Result<Response<pb::ListUserPermissionsResponse>, Status> {
-        let (ctx, request) = RequestContext::open("ListUserPermissions", request);
+        let (ctx, request) = RequestContext::open("ListUserPermissions", request)?;
+        let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::ListUserPermissionsRequest { organization_id, user_id, resource, page_size, page_token } = request;
             let mut v = Violations::default();
@@ -210,7 +211,7 @@ impl pb::grant_service_server::GrantService for GrantApi {
                 return Err(v.into_error());
             };
             let command = ListUserPermissions { organization_id, user_id, filter, page };
-            let page = self.grants.list_user_permissions(command).await?;
+            let page = self.grants.list_user_permissions(actor, command).await?;
             Ok(pb::ListUserPermissionsResponse {
                 grants: page.items.into_iter().map(Into::into).collect(),
                 next_page_token: page.next_page_token,
@@ -224,7 +225,8 @@ impl pb::grant_service_server::GrantService for GrantApi {
         request: Request<pb::CheckPermissionRequest>,
     ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
         use pb::check_permission_request::Permission;
-        let (ctx, request) = RequestContext::open("CheckPermission", request);
+        let (ctx, request) = RequestContext::open("CheckPermission", request)?;
+        let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::CheckPermissionRequest { organization_id, user_id, permission, resource, at_least_revision } =
                 request;
@@ -245,7 +247,7 @@ impl pb::grant_service_server::GrantService for GrantApi {
                 return Err(v.into_error());
             };
             let command = CheckPermission { organization_id, user_id, permission, resource, at_least_revision };
-            let outcome = self.grants.check_permission(command).await?;
+            let outcome = self.grants.check_permission(actor, command).await?;
             Ok(pb::CheckPermissionResponse {
                 allowed: outcome.matched.is_some(),
                 matched: outcome.matched.map(Into::into),

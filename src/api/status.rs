@@ -41,6 +41,7 @@ impl From<Error> for Status {
                 details.add_precondition_failure_violation(reason, subject, &message);
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
+            Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Conflict | Error::Aborted { .. } => {
                 Status::aborted("the transaction kept conflicting with concurrent writes; retry the request")
             }

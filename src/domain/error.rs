@@ -17,6 +17,10 @@ pub enum Error {
     #[error("{message}")]
     FailedPrecondition { reason: &'static str, subject: String, message: String },
 
+    /// The caller lacks a right; the message says which, and where.
+    #[error("{0}")]
+    PermissionDenied(String),
+
     /// A serialization failure or deadlock; retried by the transaction loop.
     #[error("transaction conflict")]
     Conflict,

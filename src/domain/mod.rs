@@ -17,11 +17,16 @@ pub use resource::Resource;
 /// The most permissions or resources one request may name.
 pub const MAX_BATCH: usize = 1_000;
 
-/// Who made a change and in which request; recorded on every change event.
+/// Who is calling, with what standing, in which request; every change event records
+/// `subject` and `request_id`.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub subject: String,
     pub request_id: String,
+    /// Holds the `grants:admin` scope: may do everything.
+    pub admin: bool,
+    /// When set, the caller's token acts in these organizations only.
+    pub organizations: Option<Vec<String>>,
 }
 
 /// A revision of the change log: grows by one with every committed change.

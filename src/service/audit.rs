@@ -1,7 +1,8 @@
 //! The change log, read.
 
+use super::access::{self, Need};
 use crate::{
-    domain::{OrganizationId, Result, Revision, model::Change},
+    domain::{Actor, OrganizationId, Result, Revision, model::Change},
     storage::{self, DatabaseConnection},
 };
 
@@ -19,10 +20,15 @@ impl Audit {
     /// a caller can tell an empty page from being caught up.
     pub async fn list_changes(
         &self,
+        actor: Actor,
         after: Revision,
         organization_id: Option<&OrganizationId>,
         limit: u64,
     ) -> Result<(Vec<Change>, Revision)> {
+        match organization_id {
+            Some(organization) => access::require(&self.db, &actor, organization, Need::View).await?,
+            None => access::require_admin(&actor, "ListChanges of every organization")?,
+        }
         let latest = storage::changes::current_revision(&self.db).await?;
         let changes = storage::changes::list(&self.db, after, organization_id.map(|o| o.as_str()), limit).await?;
         Ok((changes, latest))

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{Directory, ListPage, detached, resolve};
+use super::{Directory, ListPage, access, detached, resolve};
 use crate::{
     domain::{
         Actor, Error, PermissionName, Result, Revision,
@@ -80,6 +80,7 @@ impl Directory {
             tx::write(&db, |tx| {
                 let actor = actor.clone();
                 Box::pin(async move {
+                    access::require_admin(&actor, "DeletePermission")?;
                     if !storage::permissions::lock_for_delete(tx, id).await? {
                         if allow_missing {
                             let revision = storage::changes::current_revision(tx).await?;

@@ -2,7 +2,11 @@
 
 use chrono::Utc;
 
-use super::{ListPage, detached, resolve};
+use super::{
+    ListPage,
+    access::{self, Need},
+    detached, resolve,
+};
 use crate::{
     domain::{
         Actor, Error, OrganizationId, Result, Revision, UserId,
@@ -50,6 +54,7 @@ impl Directory {
             tx::write(&db, |tx| {
                 let (actor, id, display_name) = (actor.clone(), id.clone(), display_name.clone());
                 Box::pin(async move {
+                    access::require_admin(&actor, "CreateOrganization")?;
                     let now = Utc::now();
                     if !storage::organizations::insert(tx, id.as_str(), &display_name, now).await? {
                         return Err(Error::AlreadyExists { kind: "organization", id: id.to_string() });
@@ -64,13 +69,15 @@ impl Directory {
         .await
     }
 
-    pub async fn get_organization(&self, id: &OrganizationId) -> Result<Organization> {
+    pub async fn get_organization(&self, actor: Actor, id: &OrganizationId) -> Result<Organization> {
+        access::require(&self.db, &actor, id, Need::View).await?;
         storage::organizations::find(&self.db, id.as_str())
             .await?
             .ok_or_else(|| Error::NotFound { kind: "organization", ids: vec![id.to_string()] })
     }
 
-    pub async fn list_organizations(&self, page: Page) -> Result<ListPage<Organization>> {
+    pub async fn list_organizations(&self, actor: Actor, page: Page) -> Result<ListPage<Organization>> {
+        access::require_admin(&actor, "ListOrganizations")?;
         const SCOPE: &str = "organizations";
         let after = resolve::page_after::<1>(&page, SCOPE)?;
         let items = storage::organizations::list(&self.db, after.as_ref().map(|[id]| id.as_str()), page.size).await?;
@@ -92,6 +99,7 @@ impl Directory {
             tx::write(&db, |tx| {
                 let (actor, id) = (actor.clone(), id.clone());
                 Box::pin(async move {
+                    access::require_admin(&actor, "DeleteOrganization")?;
                     if !storage::organizations::lock(tx, id.as_str(), Lock::Update).await? {
                         if allow_missing {
                             let revision = storage::changes::current_revision(tx).await?;
@@ -138,6 +146,7 @@ impl Directory {
             tx::write(&db, |tx| {
                 let (actor, org, user) = (actor.clone(), organization_id.clone(), user_id.clone());
                 Box::pin(async move {
+                    access::require(tx, &actor, &org, Need::Edit).await?;
                     if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {
                         return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
                     }
@@ -163,9 +172,11 @@ impl Directory {
 
     pub async fn list_organization_members(
         &self,
+        actor: Actor,
         organization_id: &OrganizationId,
         page: Page,
     ) -> Result<ListPage<Membership>> {
+        access::require(&self.db, &actor, organization_id, Need::View).await?;
         let scope = format!("members\n{organization_id}");
         let after = resolve::page_after::<1>(&page, &scope)?;
         resolve::organization(&self.db, organization_id).await?;
@@ -180,7 +191,11 @@ impl Directory {
         Ok(ListPage { items, next_page_token })
     }
 
-    pub async fn list_user_organizations(&self, user_id: &UserId, page: Page) -> Result<ListPage<Membership>> {
+    /// A user's memberships: their own, or anyone's for an admin.
+    pub async fn list_user_organizations(&self, actor: Actor, user_id: &UserId, page: Page) -> Result<ListPage<Membership>> {
+        if actor.subject != user_id.as_str() {
+            access::require_admin(&actor, "ListUserOrganizations of another user")?;
+        }
         let scope = format!("memberships\n{user_id}");
         let after = resolve::page_after::<1>(&page, &scope)?;
         let items = storage::memberships::list_by_user(

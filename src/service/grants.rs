@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{ListPage, detached, resolve};
+use super::{
+    ListPage,
+    access::{self, Need},
+    detached, resolve,
+};
 use crate::{
     domain::{
         Actor, Error, OrganizationId, Resource, Result, Revision,
@@ -89,6 +93,7 @@ impl Grants {
             tx::write(&db, |tx| {
                 let (actor, cmd) = (actor.clone(), cmd.clone());
                 Box::pin(async move {
+                    access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
                     let target = target(&cmd);
                     if !storage::memberships::lock(tx, target.organization_id, target.user_id, Lock::Update).await? {
                         resolve::organization(tx, &cmd.organization_id).await?;
@@ -101,7 +106,9 @@ impl Grants {
                             ),
                         });
                     }
-                    let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
+                    let permissions = resolve::permissions(tx, &cmd.permissions).await?;
+                    access::require_holds(tx, &actor, &cmd.organization_id, &cmd.resource, &permissions).await?;
+                    let wanted = resolve::ids(&permissions);
                     let held = storage::grants::held(tx, target, &wanted).await?;
                     let (already_held, added): (Vec<Uuid>, Vec<Uuid>) =
                         wanted.into_iter().partition(|id| held.contains(id));
@@ -139,6 +146,7 @@ impl Grants {
             tx::write(&db, |tx| {
                 let (actor, cmd) = (actor.clone(), cmd.clone());
                 Box::pin(async move {
+                    access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
                     resolve::organization(tx, &cmd.organization_id).await?;
                     let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
                     let target = target(&cmd);
@@ -172,9 +180,16 @@ impl Grants {
             tx::write(&db, |tx| {
                 let (actor, cmd) = (actor.clone(), cmd.clone());
                 Box::pin(async move {
-                    let mut organization_ids: Vec<&str> = cmd.resources.iter().map(|(org, _)| org.as_str()).collect();
-                    organization_ids.sort_unstable();
-                    organization_ids.dedup();
+                    let mut organizations: Vec<&OrganizationId> = Vec::new();
+                    for (organization, _) in &cmd.resources {
+                        if !organizations.contains(&organization) {
+                            organizations.push(organization);
+                        }
+                    }
+                    for organization in &organizations {
+                        access::require(tx, &actor, organization, Need::Edit).await?;
+                    }
+                    let organization_ids: Vec<&str> = organizations.iter().map(|o| o.as_str()).collect();
                     let missing = storage::organizations::missing(tx, &organization_ids).await?;
                     if !missing.is_empty() {
                         return Err(Error::NotFound { kind: "organization", ids: missing });
@@ -221,6 +236,7 @@ impl Grants {
             tx::write(&db, |tx| {
                 let (actor, cmd) = (actor.clone(), cmd.clone());
                 Box::pin(async move {
+                    access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
                     let (org, user) = (cmd.organization_id.as_str(), cmd.user_id.as_str());
                     if !storage::memberships::lock(tx, org, user, Lock::Update).await? {
                         resolve::organization(tx, &cmd.organization_id).await?;
@@ -250,7 +266,8 @@ impl Grants {
     }
 
     /// A page of the user's grants in the organization.
-    pub async fn list_user_permissions(&self, cmd: ListUserPermissions) -> Result<ListPage<Grant>> {
+    pub async fn list_user_permissions(&self, actor: Actor, cmd: ListUserPermissions) -> Result<ListPage<Grant>> {
+        access::require_self_or_view(&self.db, &actor, &cmd.organization_id, &cmd.user_id).await?;
         let filter = cmd.filter.as_ref().map(|(kind, id)| ResourceFilter {
             resource_type: kind.as_str().to_owned(),
             resource_id: id.as_ref().map(|id| id.to_string()),
@@ -281,7 +298,8 @@ impl Grants {
 
     /// Whether the user holds the permission on the resource or org-wide. Grants exist only
     /// for members (a foreign key guarantees it), so a non-member is never allowed.
-    pub async fn check_permission(&self, cmd: CheckPermission) -> Result<CheckOutcome> {
+    pub async fn check_permission(&self, actor: Actor, cmd: CheckPermission) -> Result<CheckOutcome> {
+        access::require_self_or_view(&self.db, &actor, &cmd.organization_id, &cmd.user_id).await?;
         let revision = storage::changes::current_revision(&self.db).await?;
         if cmd.at_least_revision > revision {
             return Err(Error::FailedPrecondition {

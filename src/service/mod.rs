@@ -1,6 +1,7 @@
 //! Use-cases: each public method is one RPC's rules, run as one transaction (writes
 //! through `storage::tx::write`, which also appends the change events) or one read.
 
+mod access;
 mod audit;
 mod catalog;
 mod directory;

@@ -317,3 +317,41 @@ pub async fn list(
     let rows = GrantRow::find_by_statement(conn.get_database_backend().build(&query)).all(conn).await?;
     Ok(rows.into_iter().map(Grant::from).collect())
 }
+
+/// Whether `user_id` holds any of the permissions named `names` org-wide in the
+/// organization. The grant rows found are key-share-locked, so revoking them waits for
+/// the calling transaction to end.
+pub async fn holds_org_wide(conn: &impl ConnectionTrait, organization_id: &str, user_id: &str, names: &[&str]) -> Result<bool> {
+    let query = grants_with_names()
+        .and_where(g(grant::Column::OrganizationId).eq(organization_id))
+        .and_where(g(grant::Column::UserId).eq(user_id))
+        .and_where(g(grant::Column::ResourceType).eq(crate::domain::ResourceType::ORGANIZATION))
+        .and_where(g(grant::Column::ResourceId).eq(organization_id))
+        .and_where(Expr::col((permission::Entity, permission::Column::Name)).is_in(names.iter().copied()))
+        .lock(sea_orm::sea_query::LockType::KeyShare)
+        .to_owned();
+    let rows = GrantRow::find_by_statement(conn.get_database_backend().build(&query)).all(conn).await?;
+    Ok(!rows.is_empty())
+}
+
+/// Which of `permission_ids` the user holds org-wide or on `target`'s resource.
+pub async fn held_here_or_org_wide(conn: &impl ConnectionTrait, target: Target<'_>, permission_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    let on_resource = Condition::all()
+        .add(grant::Column::ResourceType.eq(target.resource_type))
+        .add(grant::Column::ResourceId.eq(target.resource_id));
+    let org_wide = Condition::all()
+        .add(grant::Column::ResourceType.eq(crate::domain::ResourceType::ORGANIZATION))
+        .add(grant::Column::ResourceId.eq(target.organization_id));
+    let ids = grant::Entity::find()
+        .select_only()
+        .column(grant::Column::PermissionId)
+        .filter(grant::Column::OrganizationId.eq(target.organization_id))
+        .filter(grant::Column::UserId.eq(target.user_id))
+        .filter(grant::Column::PermissionId.is_in(permission_ids.iter().copied()))
+        .filter(Condition::any().add(on_resource).add(org_wide))
+        .distinct()
+        .into_tuple::<Uuid>()
+        .all(conn)
+        .await?;
+    Ok(ids)
+}
