@@ -7,6 +7,7 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tower::util::MapResponseLayer;
 
 use crate::{
     api::{
@@ -32,6 +33,22 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self { max_message_bytes: 4 * 1024 * 1024 }
     }
+}
+
+/// tonic answers a request over the size limit OUT_OF_RANGE; gRPC's convention, and our
+/// contract, is RESOURCE_EXHAUSTED. The status of a rejected request travels in the
+/// response headers, where this rewrites it.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|status| status == "11");
+    let oversized = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        .is_some_and(|message| message.replace("%20", " ").contains("decoded message length too large"));
+    if out_of_range && oversized {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// Everything a reflection client needs, google.rpc error details included, so that
@@ -67,6 +84,7 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr()?, "serving");
     Server::builder()
         .tcp_nodelay(true)
+        .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,11 +1,9 @@
 //! Organizations and their members.
 
-use chrono::Utc;
-
 use super::{ListPage, detached, resolve};
 use crate::{
     domain::{
-        Actor, Error, OrganizationId, Result, Revision, UserId,
+        self, Actor, Error, OrganizationId, Result, Revision, UserId,
         model::{ChangeKind, Membership, Organization},
         page::Page,
     },
@@ -50,7 +48,7 @@ impl Directory {
             tx::write(&db, |tx| {
                 let (actor, id, display_name) = (actor.clone(), id.clone(), display_name.clone());
                 Box::pin(async move {
-                    let now = Utc::now();
+                    let now = domain::now();
                     if !storage::organizations::insert(tx, id.as_str(), &display_name, now).await? {
                         return Err(Error::AlreadyExists { kind: "organization", id: id.to_string() });
                     }
@@ -116,7 +114,7 @@ impl Directory {
                         members.iter().map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user)),
                     );
                     events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
-                    let revision = storage::changes::append(tx, &actor, Utc::now(), events).await?;
+                    let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
                     Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
                 })
             })
@@ -141,7 +139,7 @@ impl Directory {
                     if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {
                         return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
                     }
-                    let now = Utc::now();
+                    let now = domain::now();
                     let created =
                         storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &actor.subject).await?;
                     let events = if created {
