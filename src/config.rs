@@ -48,15 +48,15 @@ pub enum MigrateAction {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// `sqlite://path?mode=rwc` or `postgres://user@host:port/db`.
-    #[arg(long, env = "GRANTD_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long, global = true, env = "GRANTD_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 
     /// Most database connections this process opens.
-    #[arg(long, env = "GRANTD_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, global = true, env = "GRANTD_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
     /// How long a request waits for a database connection before UNAVAILABLE, in ms.
-    #[arg(long, env = "GRANTD_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(long, global = true, env = "GRANTD_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
     pub db_acquire_timeout_ms: u64,
 }
 

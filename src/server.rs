@@ -10,6 +10,7 @@ use tonic::{
     service::interceptor::InterceptedService,
     transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
+use tower::util::MapResponseLayer;
 
 use crate::{
     api::{
@@ -57,6 +58,22 @@ pub struct TlsOptions {
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
     pub client_ca: Option<Vec<u8>>,
+}
+
+/// tonic answers a request over the size limit OUT_OF_RANGE; gRPC's convention, and our
+/// contract, is RESOURCE_EXHAUSTED. The status of a rejected request travels in the
+/// response headers, where this rewrites it.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|status| status == "11");
+    let oversized = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        .is_some_and(|message| message.replace("%20", " ").contains("decoded message length too large"));
+    if out_of_range && oversized {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// Everything a reflection client needs, google.rpc error details included, so that
@@ -110,6 +127,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .timeout(options.request_timeout)
         .max_concurrent_streams(options.max_concurrent_streams)
+        .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use tonic::{Request, Response, Status};
 
 use super::{context::RequestContext, convert, pb, validate::Violations};
@@ -56,11 +58,9 @@ fn remove_resources_command(request: pb::RemoveResourcePermissionsRequest) -> Re
     };
     if resources.is_empty() {
         v.add("resources", "name at least one resource");
-    } else if resources.len() > MAX_BATCH {
-        v.add("resources", format!("at most {MAX_BATCH} resources per request, got {}", resources.len()));
-        return Err(v.into_error());
     }
-    let mut parsed = Vec::with_capacity(resources.len());
+    let mut parsed = Vec::with_capacity(resources.len().min(MAX_BATCH));
+    let mut seen = HashSet::new();
     for (i, pb::OrganizationResource { r#type, id, organization_id }) in resources.iter().enumerate() {
         let field = format!("resources[{i}]");
         let organization = if r#type == crate::domain::ResourceType::ORGANIZATION && organization_id.is_empty() {
@@ -72,12 +72,14 @@ fn remove_resources_command(request: pb::RemoveResourcePermissionsRequest) -> Re
             v.parse(&format!("{field}.organization_id"), organization_id, OrganizationId::parse)
         };
         let Some(organization) = organization else { continue };
-        if let Some(resource) = v.resource_in(&field, r#type, id, Some(&organization)) {
-            let entry = (organization, resource);
-            if !parsed.contains(&entry) {
-                parsed.push(entry);
-            }
+        if let Some(resource) = v.resource_in(&field, r#type, id, Some(&organization))
+            && seen.insert((organization.clone(), resource.clone()))
+        {
+            parsed.push((organization, resource));
         }
+    }
+    if parsed.len() > MAX_BATCH {
+        v.add("resources", format!("at most {MAX_BATCH} distinct resources per request, got {}", parsed.len()));
     }
     v.finish()?;
     Ok(RemoveResourcePermissions { user_id, resources: parsed })

@@ -7,6 +7,11 @@ use tonic_types::{ErrorDetail, ErrorDetails, ResourceInfo, StatusExt};
 
 use crate::domain::Error;
 
+/// Statuses travel in HTTP/2 headers, which peers cap at a few KiB (16 KiB in hyper):
+/// a NOT_FOUND for hundreds of ids would reset the connection instead of arriving.
+/// At 128 bytes an id, this many fit with room to spare.
+const MAX_LISTED_IDS: usize = 20;
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
@@ -22,9 +27,14 @@ impl From<Error> for Status {
                 )
             }
             Error::NotFound { kind, ids } => {
-                let message = format!("{kind} not found: {}", ids.join(", "));
+                let shown = ids.len().min(MAX_LISTED_IDS);
+                let mut message = format!("{kind} not found: {}", ids[..shown].join(", "));
+                if ids.len() > shown {
+                    message.push_str(&format!(" and {} more", ids.len() - shown));
+                }
                 let details = ids
                     .into_iter()
+                    .take(shown)
                     .map(|id| ErrorDetail::ResourceInfo(ResourceInfo::new(kind, id, "", "does not exist")));
                 Status::with_error_details_vec(Code::NotFound, message, details)
             }

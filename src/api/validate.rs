@@ -58,15 +58,12 @@ impl Violations {
         }
     }
 
-    /// `permission_ids` and `permission_names`: 1..=MAX_BATCH distinct entries together.
+    /// `permission_ids` and `permission_names`: 1..=MAX_BATCH distinct entries together
+    /// (duplicates count once; the message size limit bounds the raw lists).
     pub fn permission_refs(&mut self, ids: &[String], names: &[String]) -> Option<PermissionRefs> {
         let total = ids.len() + names.len();
         if total == 0 {
             self.add("permission_ids", "name at least one permission in permission_ids or permission_names");
-            return None;
-        }
-        if total > MAX_BATCH {
-            self.add("permission_ids", format!("at most {MAX_BATCH} permissions per request, got {total}"));
             return None;
         }
         let mut refs = PermissionRefs { ids: Vec::with_capacity(ids.len()), names: Vec::with_capacity(names.len()) };
@@ -86,6 +83,11 @@ impl Violations {
                 Some(_) => {}
                 None => ok = false,
             }
+        }
+        let distinct = refs.ids.len() + refs.names.len();
+        if distinct > MAX_BATCH {
+            self.add("permission_ids", format!("at most {MAX_BATCH} distinct permissions per request, got {distinct}"));
+            return None;
         }
         ok.then_some(refs)
     }

@@ -29,5 +29,12 @@ pub struct Actor {
     pub organizations: Option<Vec<String>>,
 }
 
+/// The current time at the precision both databases store (microseconds), so that what
+/// a write answers equals what a later read returns.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
 /// A revision of the change log: grows by one with every committed change.
 pub type Revision = i64;

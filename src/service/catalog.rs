@@ -1,12 +1,11 @@
 //! The permission catalog, part of the directory.
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::{Directory, ListPage, access, detached, resolve};
 use crate::{
     domain::{
-        Actor, Error, PermissionName, Result, Revision,
+        self, Actor, Error, PermissionName, Result, Revision,
         commands::PermissionRef,
         model::{ChangeKind, Permission},
         page::Page,
@@ -32,8 +31,12 @@ impl Directory {
             tx::write(&db, |tx| {
                 let (actor, name, description) = (actor.clone(), name.clone(), description.clone());
                 Box::pin(async move {
-                    let permission =
-                        Permission { id: Uuid::new_v4(), name: name.to_string(), description, created_at: Utc::now() };
+                    let permission = Permission {
+                        id: Uuid::new_v4(),
+                        name: name.to_string(),
+                        description,
+                        created_at: domain::now(),
+                    };
                     if !storage::permissions::insert(tx, &permission).await? {
                         return Err(Error::AlreadyExists { kind: "permission", id: name.to_string() });
                     }
@@ -102,7 +105,7 @@ impl Directory {
                     let mut events: Vec<NewChange> =
                         revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
                     events.push(NewChange::permission(ChangeKind::PermissionDeleted, id));
-                    let revision = storage::changes::append(tx, &actor, Utc::now(), events).await?;
+                    let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
                     Ok(PermissionDeletion { revoked_grant_count, revision })
                 })
             })

@@ -1,7 +1,5 @@
 //! Organizations and their members.
 
-use chrono::Utc;
-
 use super::{
     ListPage,
     access::{self, Need},
@@ -9,7 +7,7 @@ use super::{
 };
 use crate::{
     domain::{
-        Actor, Error, OrganizationId, Result, Revision, UserId,
+        self, Actor, Error, OrganizationId, Result, Revision, UserId,
         model::{ChangeKind, Membership, Organization},
         page::Page,
     },
@@ -55,7 +53,7 @@ impl Directory {
                 let (actor, id, display_name) = (actor.clone(), id.clone(), display_name.clone());
                 Box::pin(async move {
                     access::require_admin(&actor, "CreateOrganization")?;
-                    let now = Utc::now();
+                    let now = domain::now();
                     if !storage::organizations::insert(tx, id.as_str(), &display_name, now).await? {
                         return Err(Error::AlreadyExists { kind: "organization", id: id.to_string() });
                     }
@@ -124,7 +122,7 @@ impl Directory {
                         members.iter().map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user)),
                     );
                     events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
-                    let revision = storage::changes::append(tx, &actor, Utc::now(), events).await?;
+                    let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
                     Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
                 })
             })
@@ -150,7 +148,7 @@ impl Directory {
                     if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {
                         return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
                     }
-                    let now = Utc::now();
+                    let now = domain::now();
                     let created =
                         storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &actor.subject).await?;
                     let events = if created {

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::{
@@ -12,7 +11,7 @@ use super::{
 };
 use crate::{
     domain::{
-        Actor, Error, OrganizationId, Resource, Result, Revision,
+        self, Actor, Error, OrganizationId, Resource, Result, Revision,
         commands::{
             ChangeUserPermissions, CheckPermission, ListUserPermissions, PermissionRef, RemoveResourcePermissions,
             RemoveUserFromOrganization,
@@ -113,7 +112,7 @@ impl Grants {
                     let (already_held, added): (Vec<Uuid>, Vec<Uuid>) =
                         wanted.into_iter().partition(|id| held.contains(id));
 
-                    let now = Utc::now();
+                    let now = domain::now();
                     storage::grants::insert(tx, target, &added, now, &actor.subject).await?;
                     let events = added
                         .iter()
@@ -160,7 +159,8 @@ impl Grants {
                     let deleted = storage::grants::delete(tx, &selection).await?;
                     let (removed, not_held): (Vec<Uuid>, Vec<Uuid>) =
                         wanted.into_iter().partition(|id| deleted.iter().any(|key| key.permission_id == *id));
-                    let revision = storage::changes::append(tx, &actor, Utc::now(), revocation_events(deleted)).await?;
+                    let revision =
+                        storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
                     Ok(RemoveOutcome { removed, not_held, revision })
                 })
             })
@@ -216,7 +216,8 @@ impl Grants {
                             ((org.clone(), res.clone()), n)
                         })
                         .collect();
-                    let revision = storage::changes::append(tx, &actor, Utc::now(), revocation_events(deleted)).await?;
+                    let revision =
+                        storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
                     Ok(ResourceRemovals { removed, revision })
                 })
             })
@@ -256,7 +257,7 @@ impl Grants {
                     let removed_grant_count = deleted.len() as u64;
                     let mut events = revocation_events(deleted);
                     events.push(NewChange::member(ChangeKind::MemberRemoved, org, user));
-                    let revision = storage::changes::append(tx, &actor, Utc::now(), events).await?;
+                    let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
                     Ok(RemovedFromOrganization { removed_grant_count, revision })
                 })
             })

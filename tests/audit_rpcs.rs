@@ -1,0 +1,504 @@
+//! AuditService behaviour over SQLite and PostgreSQL: every committed change leaves one
+//! event per change, in the same transaction, in revision order.
+
+mod common;
+
+use common::{TestServer, add_member, create_org, create_permission, proto as pb, resource};
+use pb::ChangeKind as Kind;
+use tonic::{Code, Request, Response, metadata::MetadataValue};
+
+backend_tests!(
+    writes_append_events_in_revision_order,
+    write_that_changes_nothing_appends_nothing,
+    list_changes_filters_by_organization,
+    list_changes_pages_with_after_revision,
+    failed_writes_append_nothing,
+    list_changes_rejects_bad_arguments,
+);
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// `message` with `x-request-id: id`.
+fn with_id<T>(id: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(REQUEST_ID, MetadataValue::try_from(id).expect("ascii"));
+    request
+}
+
+/// The message, after checking that the response echoes `id` in its metadata.
+fn echoed<T>(id: &str, response: Response<T>) -> T {
+    let echoed = response.metadata().get(REQUEST_ID).map(|v| v.to_str().expect("ascii").to_owned());
+    assert_eq!(echoed.as_deref(), Some(id), "x-request-id echoed by the response");
+    response.into_inner()
+}
+
+async fn all_changes(server: &TestServer, organization_id: &str) -> Vec<pb::Change> {
+    server
+        .audit()
+        .list_changes(pb::ListChangesRequest {
+            after_revision: 0,
+            organization_id: organization_id.into(),
+            page_size: 1000,
+        })
+        .await
+        .expect("list changes")
+        .into_inner()
+        .changes
+}
+
+fn kind(change: &pb::Change) -> Kind {
+    Kind::try_from(change.kind).expect("a known kind")
+}
+
+fn res(change: &pb::Change) -> Option<(&str, &str)> {
+    change.resource.as_ref().map(|r| (r.r#type.as_str(), r.id.as_str()))
+}
+
+async fn writes_append_events_in_revision_order(server: TestServer) {
+    let mut directory = server.directory();
+    let mut grants = server.grants();
+
+    let created = echoed(
+        "req-create-org",
+        directory
+            .create_organization(with_id(
+                "req-create-org",
+                pb::CreateOrganizationRequest { id: "acme".into(), display_name: "Acme".into() },
+            ))
+            .await
+            .expect("create organization"),
+    );
+    let read = echoed(
+        "req-create-read",
+        directory
+            .create_permission(with_id(
+                "req-create-read",
+                pb::CreatePermissionRequest { name: "documents:read".into(), description: String::new() },
+            ))
+            .await
+            .expect("create permission"),
+    );
+    let write = echoed(
+        "req-create-write",
+        directory
+            .create_permission(with_id(
+                "req-create-write",
+                pb::CreatePermissionRequest { name: "documents:write".into(), description: String::new() },
+            ))
+            .await
+            .expect("create permission"),
+    );
+    let (read_id, write_id) = (read.permission.expect("permission").id, write.permission.expect("permission").id);
+    let member = echoed(
+        "req-add-member",
+        directory
+            .add_user_to_organization(with_id(
+                "req-add-member",
+                pb::AddUserToOrganizationRequest { organization_id: "acme".into(), user_id: "alice".into() },
+            ))
+            .await
+            .expect("add member"),
+    );
+    let added = echoed(
+        "req-grant",
+        grants
+            .add_user_permissions(with_id(
+                "req-grant",
+                pb::AddUserPermissionsRequest {
+                    organization_id: "acme".into(),
+                    user_id: "alice".into(),
+                    permission_ids: vec![read_id.clone(), write_id.clone()],
+                    resource: resource("folder", "f1"),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("grant"),
+    );
+    assert_eq!(added.added.len(), 2);
+    let removed = echoed(
+        "req-revoke",
+        grants
+            .remove_user_permissions(with_id(
+                "req-revoke",
+                pb::RemoveUserPermissionsRequest {
+                    organization_id: "acme".into(),
+                    user_id: "alice".into(),
+                    permission_names: vec!["documents:read".into()],
+                    resource: resource("folder", "f1"),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("revoke"),
+    );
+    assert_eq!(removed.removed, vec![read_id.clone()]);
+    let left = echoed(
+        "req-remove-user",
+        grants
+            .remove_user_from_organization(with_id(
+                "req-remove-user",
+                pb::RemoveUserFromOrganizationRequest {
+                    organization_id: "acme".into(),
+                    user_id: "alice".into(),
+                    allow_missing: false,
+                },
+            ))
+            .await
+            .expect("remove user"),
+    );
+    assert_eq!(left.removed_grant_count, 1);
+
+    let changes = all_changes(&server, "").await;
+    let kinds: Vec<Kind> = changes.iter().map(kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Kind::OrganizationCreated,
+            Kind::PermissionCreated,
+            Kind::PermissionCreated,
+            Kind::MemberAdded,
+            Kind::GrantAdded,
+            Kind::GrantAdded,
+            Kind::GrantRemoved,
+            Kind::GrantRemoved,
+            Kind::MemberRemoved,
+        ]
+    );
+    let revisions: Vec<u64> = changes.iter().map(|c| c.revision).collect();
+    assert_eq!(revisions, (1..=9).collect::<Vec<u64>>(), "consecutive revisions from 1");
+    assert_eq!(server.latest_revision().await, 9);
+
+    // Each write answers the revision of its last event, and its events carry its request id.
+    let writes = [
+        ("req-create-org", created.revision, 1..=1),
+        ("req-create-read", read.revision, 2..=2),
+        ("req-create-write", write.revision, 3..=3),
+        ("req-add-member", member.revision, 4..=4),
+        ("req-grant", added.revision, 5..=6),
+        ("req-revoke", removed.revision, 7..=7),
+        ("req-remove-user", left.revision, 8..=9),
+    ];
+    for (request_id, revision, events) in writes {
+        assert_eq!(revision, *events.end(), "{request_id} answers the revision of its last event");
+        for change in &changes[(*events.start() - 1) as usize..*events.end() as usize] {
+            assert_eq!(change.request_id, request_id, "revision {}", change.revision);
+        }
+    }
+    for change in &changes {
+        assert!(!change.actor.is_empty(), "revision {} has an actor", change.revision);
+        assert!(change.at.is_some(), "revision {} has a time", change.revision);
+    }
+
+    // What changed.
+    let c = &changes;
+    assert_eq!((c[0].organization_id.as_str(), c[0].user_id.as_str(), c[0].permission_id.as_str()), ("acme", "", ""));
+    assert_eq!((c[1].organization_id.as_str(), c[1].permission_id.as_str()), ("", read_id.as_str()));
+    assert_eq!((c[2].organization_id.as_str(), c[2].permission_id.as_str()), ("", write_id.as_str()));
+    assert_eq!((c[3].organization_id.as_str(), c[3].user_id.as_str()), ("acme", "alice"));
+    let mut granted = vec![c[4].permission_id.clone(), c[5].permission_id.clone()];
+    granted.sort();
+    let mut both = vec![read_id.clone(), write_id.clone()];
+    both.sort();
+    assert_eq!(granted, both);
+    for change in &c[4..8] {
+        assert_eq!((change.organization_id.as_str(), change.user_id.as_str()), ("acme", "alice"));
+        assert_eq!(res(change), Some(("folder", "f1")));
+    }
+    assert_eq!(c[6].permission_id, read_id);
+    assert_eq!(c[7].permission_id, write_id);
+    assert_eq!((c[8].organization_id.as_str(), c[8].user_id.as_str()), ("acme", "alice"));
+    assert_eq!(res(&c[8]), None);
+}
+
+async fn write_that_changes_nothing_appends_nothing(server: TestServer) {
+    create_org(&server, "acme").await;
+    let read = create_permission(&server, "documents:read").await;
+    add_member(&server, "acme", "alice").await;
+    let mut grants = server.grants();
+    let grant = pb::AddUserPermissionsRequest {
+        organization_id: "acme".into(),
+        user_id: "alice".into(),
+        permission_ids: vec![read.clone()],
+        resource: resource("folder", "f1"),
+        ..Default::default()
+    };
+    let first = grants.add_user_permissions(grant.clone()).await.expect("grant").into_inner();
+    let revision = server.latest_revision().await;
+    assert_eq!(first.revision, revision);
+    let changes = server.count_rows("changes").await;
+
+    let again = grants.add_user_permissions(grant).await.expect("grant again").into_inner();
+    assert!(again.added.is_empty());
+    assert_eq!(again.already_held, vec![read.clone()]);
+    assert_eq!(again.revision, revision);
+
+    let member = server
+        .directory()
+        .add_user_to_organization(pb::AddUserToOrganizationRequest {
+            organization_id: "acme".into(),
+            user_id: "alice".into(),
+        })
+        .await
+        .expect("add member again")
+        .into_inner();
+    assert!(!member.created);
+    assert_eq!(member.revision, revision);
+
+    let not_held = grants
+        .remove_user_permissions(pb::RemoveUserPermissionsRequest {
+            organization_id: "acme".into(),
+            user_id: "alice".into(),
+            permission_ids: vec![read],
+            resource: resource("folder", "f2"),
+            ..Default::default()
+        })
+        .await
+        .expect("revoke what is not held")
+        .into_inner();
+    assert!(not_held.removed.is_empty());
+    assert_eq!(not_held.revision, revision);
+
+    let nothing_on = grants
+        .remove_resource_permissions(pb::RemoveResourcePermissionsRequest {
+            user_id: String::new(),
+            resources: vec![pb::OrganizationResource {
+                r#type: "document".into(),
+                id: "d9".into(),
+                organization_id: "acme".into(),
+            }],
+            all_users: true,
+        })
+        .await
+        .expect("revoke on a resource nobody holds")
+        .into_inner();
+    assert_eq!(nothing_on.results[0].removed_count, 0);
+    assert_eq!(nothing_on.revision, revision);
+
+    assert_eq!(server.latest_revision().await, revision);
+    assert_eq!(server.count_rows("changes").await, changes);
+}
+
+async fn list_changes_filters_by_organization(server: TestServer) {
+    create_org(&server, "acme").await;
+    create_org(&server, "globex").await;
+    create_permission(&server, "documents:read").await;
+    add_member(&server, "acme", "alice").await;
+    add_member(&server, "globex", "alice").await;
+    add_member(&server, "globex", "bob").await;
+    create_permission(&server, "documents:write").await;
+    let mut grants = server.grants();
+    for (org, user) in [("acme", "alice"), ("globex", "bob")] {
+        grants
+            .add_user_permissions(pb::AddUserPermissionsRequest {
+                organization_id: org.into(),
+                user_id: user.into(),
+                permission_names: vec!["documents:read".into(), "documents:write".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("grant");
+    }
+
+    let all = all_changes(&server, "").await;
+    assert_eq!(all.len(), 11);
+    let acme = all_changes(&server, "acme").await;
+    let expected: Vec<pb::Change> = all.iter().filter(|c| c.organization_id == "acme").cloned().collect();
+    assert_eq!(acme, expected);
+    assert_eq!(
+        acme.iter().map(kind).collect::<Vec<_>>(),
+        vec![Kind::OrganizationCreated, Kind::MemberAdded, Kind::GrantAdded, Kind::GrantAdded]
+    );
+    let globex = all_changes(&server, "globex").await;
+    assert_eq!(globex.len(), 5);
+    assert!(globex.iter().all(|c| c.organization_id == "globex"));
+    assert!(globex.windows(2).all(|w| w[0].revision < w[1].revision));
+    assert!(all_changes(&server, "initech").await.is_empty());
+
+    // The organization filter leaves out the catalog; no filter includes it.
+    assert_eq!(all.iter().filter(|c| kind(c) == Kind::PermissionCreated).count(), 2);
+    assert_eq!(acme.len() + globex.len() + 2, all.len());
+
+    // With after_revision, only the later ones of that organization.
+    let cut = acme[1].revision;
+    let later = server
+        .audit()
+        .list_changes(pb::ListChangesRequest { after_revision: cut, organization_id: "acme".into(), page_size: 0 })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(later.changes, acme[2..].to_vec());
+    assert_eq!(later.latest_revision, all.last().expect("changes").revision);
+}
+
+async fn list_changes_pages_with_after_revision(server: TestServer) {
+    create_org(&server, "acme").await;
+    create_permission(&server, "documents:read").await;
+    for user in ["alice", "bob", "carol"] {
+        add_member(&server, "acme", user).await;
+    }
+    server
+        .grants()
+        .add_user_permissions(pb::AddUserPermissionsRequest {
+            organization_id: "acme".into(),
+            user_id: "bob".into(),
+            permission_names: vec!["documents:read".into()],
+            resource: resource("document", "d1"),
+            ..Default::default()
+        })
+        .await
+        .expect("grant");
+    let all = all_changes(&server, "").await;
+    assert_eq!(all.len(), 6);
+
+    let mut audit = server.audit();
+    let mut paged = Vec::new();
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        let page = audit
+            .list_changes(pb::ListChangesRequest {
+                after_revision: after,
+                organization_id: String::new(),
+                page_size: 2,
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(page.latest_revision, 6);
+        assert!(page.changes.len() <= 2);
+        let Some(last) = page.changes.last() else { break };
+        after = last.revision;
+        paged.extend(page.changes);
+        pages += 1;
+        assert!(pages <= 10, "paging does not end");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, all);
+
+    let tail = audit
+        .list_changes(pb::ListChangesRequest { after_revision: 4, organization_id: String::new(), page_size: 100 })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(tail.changes, all[4..].to_vec());
+    let beyond = audit
+        .list_changes(pb::ListChangesRequest { after_revision: 6, organization_id: String::new(), page_size: 100 })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(beyond.changes.is_empty());
+    assert_eq!(beyond.latest_revision, 6);
+    let huge = audit
+        .list_changes(pb::ListChangesRequest { after_revision: u64::MAX, organization_id: String::new(), page_size: 1 })
+        .await
+        .expect("after the largest revision")
+        .into_inner();
+    assert!(huge.changes.is_empty());
+}
+
+async fn failed_writes_append_nothing(server: TestServer) {
+    create_org(&server, "acme").await;
+    let read = create_permission(&server, "documents:read").await;
+    add_member(&server, "acme", "alice").await;
+    let revision = server.latest_revision().await;
+    let changes = server.count_rows("changes").await;
+    let mut grants = server.grants();
+
+    // One unknown permission among known ones rejects the whole request.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let status = grants
+        .add_user_permissions(pb::AddUserPermissionsRequest {
+            organization_id: "acme".into(),
+            user_id: "alice".into(),
+            permission_ids: vec![read.clone(), unknown],
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown permission");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = grants
+        .add_user_permissions(pb::AddUserPermissionsRequest {
+            organization_id: "acme".into(),
+            user_id: "alice".into(),
+            permission_ids: vec![read.clone()],
+            permission_names: vec!["documents:nope".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown permission name");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = grants
+        .add_user_permissions(pb::AddUserPermissionsRequest {
+            organization_id: "acme".into(),
+            user_id: "mallory".into(),
+            permission_ids: vec![read.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a member");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let status = server
+        .directory()
+        .create_organization(pb::CreateOrganizationRequest { id: "acme".into(), display_name: String::new() })
+        .await
+        .expect_err("taken");
+    assert_eq!(status.code(), Code::AlreadyExists);
+    let status = grants
+        .remove_user_from_organization(pb::RemoveUserFromOrganizationRequest {
+            organization_id: "acme".into(),
+            user_id: "mallory".into(),
+            allow_missing: false,
+        })
+        .await
+        .expect_err("not a member");
+    assert_eq!(status.code(), Code::NotFound);
+
+    assert_eq!(server.latest_revision().await, revision);
+    assert_eq!(server.count_rows("changes").await, changes);
+    assert_eq!(server.count_rows("grants").await, 0);
+    let held = grants
+        .check_permission(pb::CheckPermissionRequest {
+            organization_id: "acme".into(),
+            user_id: "alice".into(),
+            permission: Some(pb::check_permission_request::Permission::PermissionId(read)),
+            resource: None,
+            at_least_revision: 0,
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(!held.allowed, "the rejected request granted nothing");
+}
+
+async fn list_changes_rejects_bad_arguments(server: TestServer) {
+    create_org(&server, "acme").await;
+    let mut audit = server.audit();
+    let status = audit
+        .list_changes(pb::ListChangesRequest { after_revision: 0, organization_id: String::new(), page_size: -1 })
+        .await
+        .expect_err("negative page size");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(common::bad_request_fields(&status), vec!["page_size"]);
+    let status = audit
+        .list_changes(pb::ListChangesRequest { after_revision: 0, organization_id: "ac me".into(), page_size: 1 })
+        .await
+        .expect_err("malformed organization id");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(common::bad_request_fields(&status), vec!["organization_id"]);
+
+    // A request id that is not a valid id is replaced by a minted one, never stored as sent.
+    let response = server
+        .directory()
+        .create_organization(with_id(
+            "has space",
+            pb::CreateOrganizationRequest { id: "globex".into(), display_name: String::new() },
+        ))
+        .await
+        .expect("create");
+    let minted = response.metadata().get(REQUEST_ID).expect("a request id").to_str().expect("ascii").to_owned();
+    assert_ne!(minted, "has space");
+    let changes = all_changes(&server, "globex").await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].request_id, minted);
+}
