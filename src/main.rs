@@ -113,7 +113,8 @@ fn authenticator(args: &ServeArgs) -> anyhow::Result<Authenticator> {
 }
 
 fn token(args: &TokenArgs) -> anyhow::Result<String> {
-    let Some(path) = args.jwt_hs256_secret_file.clone().or_else(|| auth::default_secret_path(&args.database_url)) else {
+    let Some(path) = args.jwt_hs256_secret_file.clone().or_else(|| auth::default_secret_path(&args.database_url))
+    else {
         bail!("pass --jwt-hs256-secret-file: the database is not an embedded SQLite file");
     };
     let secret = auth::secret_bytes(&path).with_context(|| {

@@ -102,8 +102,10 @@ pub async fn serve(
         DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone()))).max_decoding_message_size(limit),
         auth.clone(),
     );
-    let audit =
-        InterceptedService::new(AuditServiceServer::new(AuditApi::new(Audit::new(db))).max_decoding_message_size(limit), auth);
+    let audit = InterceptedService::new(
+        AuditServiceServer::new(AuditApi::new(Audit::new(db))).max_decoding_message_size(limit),
+        auth,
+    );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<GrantServiceServer<GrantApi>>().await;

@@ -580,7 +580,7 @@ async fn ten_megabyte_requests_are_resource_exhausted(server: TestServer) {
         .expect_err("10 MB request");
     codes.push(("AddUserPermissions with 10 MB of names", status.code(), status.message().to_owned()));
 
-    let mut directory = DirectoryServiceClient::new(server.channel.clone()).max_encoding_message_size(64 << 20);
+    let mut directory = DirectoryServiceClient::new(server.admin_channel()).max_encoding_message_size(64 << 20);
     let status = directory
         .create_organization(pb::CreateOrganizationRequest { id: "huge".into(), display_name: "x".repeat(10 << 20) })
         .await
@@ -657,11 +657,14 @@ async fn raw_junk_on_the_wire_does_not_stop_the_server(server: TestServer) {
         .connect()
         .await
         .expect("a new connection");
-    let org = DirectoryServiceClient::new(channel)
-        .get_organization(pb::GetOrganizationRequest { id: "acme".into() })
-        .await
-        .expect("a normal call on a new connection")
-        .into_inner();
+    let org = DirectoryServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        common::Bearer::new(&common::token(common::ADMIN, true)),
+    ))
+    .get_organization(pb::GetOrganizationRequest { id: "acme".into() })
+    .await
+    .expect("a normal call on a new connection")
+    .into_inner();
     assert_eq!(org.organization.expect("organization").id, "acme");
 
     // Junk after a valid preface is answered (if at all) by HTTP/2, and the server lives on.

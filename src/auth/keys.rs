@@ -45,7 +45,11 @@ impl KeySet {
         let mut keys = Vec::new();
         if let Some(path) = &config.hs256_secret_file {
             let secret = read_secret(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-            keys.push(VerifyKey { kid: None, algorithm: Algorithm::HS256, decoding: DecodingKey::from_secret(&secret) });
+            keys.push(VerifyKey {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                decoding: DecodingKey::from_secret(&secret),
+            });
         }
         for path in &config.public_key_files {
             let pem = fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
@@ -55,7 +59,8 @@ impl KeySet {
         }
         if let Some(path) = &config.jwks_file {
             let text = fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-            let set: JwkSet = serde_json::from_str(&text).map_err(|err| format!("{} is not a JWKS: {err}", path.display()))?;
+            let set: JwkSet =
+                serde_json::from_str(&text).map_err(|err| format!("{} is not a JWKS: {err}", path.display()))?;
             for jwk in &set.keys {
                 let algorithm = jwk_algorithm(jwk).ok_or_else(|| {
                     format!("{}: key {:?} has no usable algorithm", path.display(), jwk.common.key_id)

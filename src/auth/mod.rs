@@ -40,11 +40,10 @@ pub enum Authenticator {
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = match self {
-            Authenticator::Disabled => {
-                Caller { subject: "anonymous".to_owned(), admin: true, organizations: None }
-            }
+            Authenticator::Disabled => Caller { subject: "anonymous".to_owned(), admin: true, organizations: None },
             Authenticator::Tokens(verifier) => {
-                let header = request.metadata().get("authorization").ok_or(AuthError::Missing).map_err(unauthenticated)?;
+                let header =
+                    request.metadata().get("authorization").ok_or(AuthError::Missing).map_err(unauthenticated)?;
                 let value = header.to_str().map_err(|_| unauthenticated(AuthError::Malformed))?;
                 let token = value
                     .strip_prefix("Bearer ")

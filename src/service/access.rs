@@ -34,15 +34,20 @@ pub fn require_admin(actor: &Actor, what: &str) -> Result<()> {
 
 fn require_scope(actor: &Actor, organization: &OrganizationId) -> Result<()> {
     match &actor.organizations {
-        Some(allowed) if !allowed.iter().any(|o| o == organization.as_str()) => Err(Error::PermissionDenied(format!(
-            "the caller's token is not scoped to organization {organization}"
-        ))),
+        Some(allowed) if !allowed.iter().any(|o| o == organization.as_str()) => {
+            Err(Error::PermissionDenied(format!("the caller's token is not scoped to organization {organization}")))
+        }
         _ => Ok(()),
     }
 }
 
 /// The caller is an admin, or holds what `need` asks for org-wide in `organization`.
-pub async fn require(conn: &impl ConnectionTrait, actor: &Actor, organization: &OrganizationId, need: Need) -> Result<()> {
+pub async fn require(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    organization: &OrganizationId,
+    need: Need,
+) -> Result<()> {
     require_scope(actor, organization)?;
     if actor.admin {
         return Ok(());

@@ -190,7 +190,12 @@ impl Directory {
     }
 
     /// A user's memberships: their own, or anyone's for an admin.
-    pub async fn list_user_organizations(&self, actor: Actor, user_id: &UserId, page: Page) -> Result<ListPage<Membership>> {
+    pub async fn list_user_organizations(
+        &self,
+        actor: Actor,
+        user_id: &UserId,
+        page: Page,
+    ) -> Result<ListPage<Membership>> {
         if actor.subject != user_id.as_str() {
             access::require_admin(&actor, "ListUserOrganizations of another user")?;
         }

@@ -321,7 +321,12 @@ pub async fn list(
 /// Whether `user_id` holds any of the permissions named `names` org-wide in the
 /// organization. The grant rows found are key-share-locked, so revoking them waits for
 /// the calling transaction to end.
-pub async fn holds_org_wide(conn: &impl ConnectionTrait, organization_id: &str, user_id: &str, names: &[&str]) -> Result<bool> {
+pub async fn holds_org_wide(
+    conn: &impl ConnectionTrait,
+    organization_id: &str,
+    user_id: &str,
+    names: &[&str],
+) -> Result<bool> {
     let query = grants_with_names()
         .and_where(g(grant::Column::OrganizationId).eq(organization_id))
         .and_where(g(grant::Column::UserId).eq(user_id))
@@ -335,7 +340,11 @@ pub async fn holds_org_wide(conn: &impl ConnectionTrait, organization_id: &str, 
 }
 
 /// Which of `permission_ids` the user holds org-wide or on `target`'s resource.
-pub async fn held_here_or_org_wide(conn: &impl ConnectionTrait, target: Target<'_>, permission_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+pub async fn held_here_or_org_wide(
+    conn: &impl ConnectionTrait,
+    target: Target<'_>,
+    permission_ids: &[Uuid],
+) -> Result<Vec<Uuid>> {
     let on_resource = Condition::all()
         .add(grant::Column::ResourceType.eq(target.resource_type))
         .add(grant::Column::ResourceId.eq(target.resource_id));

@@ -21,16 +21,70 @@ use grantd::{
         self, audit_service_client::AuditServiceClient, directory_service_client::DirectoryServiceClient,
         grant_service_client::GrantServiceClient,
     },
+    auth::{self, Authenticator, KeyConfig, TokenRequest, Verifier},
     server::{self, ServerOptions},
     storage::{self, ConnectionTrait, DatabaseConnection, PoolOptions},
 };
 use sea_orm::{Database, Statement};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::{
+    Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 
 pub use grantd::api::pb as proto;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The HS256 secret every test server verifies tokens with.
+pub const TEST_SECRET: &[u8] = b"grantd-tests-only-secret-0123456789abcdef";
+
+/// The subject of the admin token the default clients carry.
+pub const ADMIN: &str = "test-admin";
+
+/// Sends `authorization: Bearer <token>` with every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Self(Some(format!("Bearer {token}").parse().expect("ASCII token")))
+    }
+
+    /// Sends no authorization at all.
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// A token for `subject` signed with the test secret, valid for an hour.
+pub fn token(subject: &str, admin: bool) -> String {
+    mint(TokenRequest {
+        subject: subject.to_owned(),
+        admin,
+        ttl: std::time::Duration::from_secs(3600),
+        organizations: None,
+        issuer: None,
+        audience: None,
+    })
+}
+
+pub fn mint(request: TokenRequest) -> String {
+    auth::mint(TEST_SECRET, &request).expect("mint token")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -85,10 +139,13 @@ pub struct TestServer {
     pub db: DatabaseConnection,
     /// Statements the server has sent to the database so far.
     pub statements: Arc<AtomicU64>,
+    /// Where the server reads its HS256 secret.
+    pub secret_file: std::path::PathBuf,
     database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
+    _secret_dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -115,12 +172,19 @@ impl TestServer {
             counter.fetch_add(1, Ordering::SeqCst);
         });
 
+        let secret_dir = tempfile::tempdir().expect("temp dir");
+        let secret_file = secret_dir.path().join("hs256.secret");
+        std::fs::write(&secret_file, TEST_SECRET).expect("write secret");
+        let keys = KeyConfig { hs256_secret_file: Some(secret_file.clone()), ..KeyConfig::default() };
+        let verifier = Verifier::new(keys, None, None).expect("verifier");
+        let options = ServerOptions::new(Authenticator::Tokens(Arc::new(verifier)));
+
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let server_db = db.clone();
         let handle = tokio::spawn(async move {
-            server::serve(server_db, listener, ServerOptions::default(), async {
+            server::serve(server_db, listener, options, async {
                 let _ = shutdown_rx.await;
             })
             .await
@@ -133,23 +197,48 @@ impl TestServer {
             channel,
             db,
             statements,
+            secret_file,
             database_url,
             shutdown: Some(shutdown),
             handle: Some(handle),
             _dir: dir,
+            _secret_dir: secret_dir,
         }
     }
 
-    pub fn grants(&self) -> GrantServiceClient<Channel> {
-        GrantServiceClient::new(self.channel.clone()).max_encoding_message_size(64 * 1024 * 1024)
+    /// The channel with an admin token on every call.
+    pub fn admin_channel(&self) -> Authed {
+        self.channel_as(Bearer::new(&token(ADMIN, true)))
     }
 
-    pub fn directory(&self) -> DirectoryServiceClient<Channel> {
-        DirectoryServiceClient::new(self.channel.clone())
+    pub fn channel_as(&self, bearer: Bearer) -> Authed {
+        InterceptedService::new(self.channel.clone(), bearer)
     }
 
-    pub fn audit(&self) -> AuditServiceClient<Channel> {
-        AuditServiceClient::new(self.channel.clone())
+    /// Clients acting as an administrator.
+    pub fn grants(&self) -> GrantServiceClient<Authed> {
+        GrantServiceClient::new(self.admin_channel()).max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn directory(&self) -> DirectoryServiceClient<Authed> {
+        DirectoryServiceClient::new(self.admin_channel())
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<Authed> {
+        AuditServiceClient::new(self.admin_channel())
+    }
+
+    /// Clients acting as `subject` (not an admin).
+    pub fn grants_as(&self, subject: &str) -> GrantServiceClient<Authed> {
+        GrantServiceClient::new(self.channel_as(Bearer::new(&token(subject, false))))
+    }
+
+    pub fn directory_as(&self, subject: &str) -> DirectoryServiceClient<Authed> {
+        DirectoryServiceClient::new(self.channel_as(Bearer::new(&token(subject, false))))
+    }
+
+    pub fn audit_as(&self, subject: &str) -> AuditServiceClient<Authed> {
+        AuditServiceClient::new(self.channel_as(Bearer::new(&token(subject, false))))
     }
 
     pub fn statement_count(&self) -> u64 {
