@@ -24,7 +24,7 @@ impl GrantApi {
     }
 }
 
-fn change_command(
+pub(super) fn change_command(
     organization_id: &str,
     user_id: &str,
     permission_ids: &[String],
@@ -45,7 +45,9 @@ fn change_command(
     Ok(ChangeUserPermissions { organization_id, user_id, permissions, resource })
 }
 
-fn remove_resources_command(request: pb::RemoveResourcePermissionsRequest) -> Result<RemoveResourcePermissions, Error> {
+pub(super) fn remove_resources_command(
+    request: pb::RemoveResourcePermissionsRequest,
+) -> Result<RemoveResourcePermissions, Error> {
     let pb::RemoveResourcePermissionsRequest { user_id, resources, all_users } = request;
     let mut v = Violations::default();
     let user_id = match (all_users, user_id.is_empty()) {

@@ -6,6 +6,8 @@ mod audit_service;
 mod context;
 mod convert;
 mod directory_service;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod grant_service;
 mod status;
 mod validate;

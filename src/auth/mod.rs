@@ -8,7 +8,7 @@ mod verify;
 
 pub use keys::{KeyConfig, KeySet, default_secret_path, load_or_create_secret, secret_bytes};
 pub use token::{TokenRequest, mint};
-pub use verify::{AuthError, Claims, Verifier};
+pub use verify::{AuthError, Claims, OneOrMany, Verifier};
 
 use std::sync::Arc;
 

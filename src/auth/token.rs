@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 
-use super::{ADMIN_SCOPE, Claims};
+use super::{ADMIN_SCOPE, Claims, verify::OneOrMany};
 
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
@@ -25,7 +25,7 @@ pub fn mint(secret: &[u8], request: &TokenRequest) -> Result<String, jsonwebtoke
         nbf: Some(now),
         iat: Some(now),
         iss: request.issuer.clone(),
-        aud: request.audience.clone(),
+        aud: request.audience.clone().map(OneOrMany::One),
         scope: request.admin.then(|| ADMIN_SCOPE.to_owned()),
         scp: None,
         orgs: request.organizations.clone(),

@@ -40,10 +40,32 @@ pub enum AuthError {
     Claims(String),
 }
 
-/// The claims grantd reads.
+/// A claim that issuers send either as one string or as an array (RFC 7519 allows both
+/// for `aud`; identity providers do both for `scp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values; a single string is split on spaces, as OAuth 2.0 scopes are.
+    fn words(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(text) => text.split(' ').filter(|w| !w.is_empty()).collect(),
+            OneOrMany::Many(items) => items.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The claims grantd reads. `sub` and `exp` default to empty so that a token missing
+/// them is reported as such by the required-claims check, not as malformed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Claims {
+    #[serde(default)]
     pub sub: String,
+    #[serde(default)]
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
@@ -52,13 +74,13 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<OneOrMany>,
     /// Space-separated scopes (OAuth 2.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// Scopes as an array (Azure AD, Okta).
+    /// Scopes as an array or a space-separated string (Azure AD, Okta).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scp: Option<Vec<String>>,
+    pub scp: Option<OneOrMany>,
     /// Organizations the token may act in; all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orgs: Option<Vec<String>>,
@@ -67,7 +89,7 @@ pub struct Claims {
 impl Claims {
     fn is_admin(&self) -> bool {
         let in_scope = self.scope.as_deref().is_some_and(|s| s.split(' ').any(|s| s == ADMIN_SCOPE));
-        let in_scp = self.scp.as_ref().is_some_and(|s| s.iter().any(|s| s == ADMIN_SCOPE));
+        let in_scp = self.scp.as_ref().is_some_and(|s| s.words().contains(&ADMIN_SCOPE));
         in_scope || in_scp
     }
 }

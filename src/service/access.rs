@@ -24,7 +24,22 @@ pub enum Need {
     View,
 }
 
+/// An administrator acting on everything: a token scoped to some organizations may not.
 pub fn require_admin(actor: &Actor, what: &str) -> Result<()> {
+    if !actor.admin {
+        return Err(Error::PermissionDenied(format!("{what} needs a token with the {ADMIN_SCOPE} scope")));
+    }
+    if actor.organizations.is_some() {
+        return Err(Error::PermissionDenied(format!(
+            "{what} reaches beyond organizations, which a token scoped to organizations may not"
+        )));
+    }
+    Ok(())
+}
+
+/// An administrator acting on one organization, within the token's scope.
+pub fn require_admin_of(actor: &Actor, organization: &OrganizationId, what: &str) -> Result<()> {
+    require_scope(actor, organization)?;
     if actor.admin {
         Ok(())
     } else {

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Directory, ListPage, access, detached, resolve};
+use super::{Directory, ListPage, access, resolve, write};
 use crate::{
     domain::{
         self, Actor, Error, PermissionName, Result, Revision,
@@ -10,7 +10,7 @@ use crate::{
         model::{ChangeKind, Permission},
         page::Page,
     },
-    storage::{self, changes::NewChange, grants::Selection, tx},
+    storage::{self, changes::NewChange, grants::Selection},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,26 +26,18 @@ impl Directory {
         name: PermissionName,
         description: String,
     ) -> Result<(Permission, Revision)> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let (actor, name, description) = (actor.clone(), name.clone(), description.clone());
-                Box::pin(async move {
-                    let permission = Permission {
-                        id: Uuid::new_v4(),
-                        name: name.to_string(),
-                        description,
-                        created_at: domain::now(),
-                    };
-                    if !storage::permissions::insert(tx, &permission).await? {
-                        return Err(Error::AlreadyExists { kind: "permission", id: name.to_string() });
-                    }
-                    let event = NewChange::permission(ChangeKind::PermissionCreated, permission.id);
-                    let revision = storage::changes::append(tx, &actor, permission.created_at, vec![event]).await?;
-                    Ok((permission, revision))
-                })
+        write(&self.db, actor, (name, description), move |tx, actor, (name, description)| {
+            Box::pin(async move {
+                access::require_admin(&actor, "CreatePermission")?;
+                let permission =
+                    Permission { id: Uuid::new_v4(), name: name.to_string(), description, created_at: domain::now() };
+                if !storage::permissions::insert(tx, &permission).await? {
+                    return Err(Error::AlreadyExists { kind: "permission", id: name.to_string() });
+                }
+                let event = NewChange::permission(ChangeKind::PermissionCreated, permission.id);
+                let revision = storage::changes::append(tx, &actor, permission.created_at, vec![event]).await?;
+                Ok((permission, revision))
             })
-            .await
         })
         .await
     }
@@ -78,38 +70,33 @@ impl Directory {
         force: bool,
         allow_missing: bool,
     ) -> Result<PermissionDeletion> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let actor = actor.clone();
-                Box::pin(async move {
-                    access::require_admin(&actor, "DeletePermission")?;
-                    if !storage::permissions::lock_for_delete(tx, id).await? {
-                        if allow_missing {
-                            let revision = storage::changes::current_revision(tx).await?;
-                            return Ok(PermissionDeletion { revoked_grant_count: 0, revision });
-                        }
-                        return Err(Error::NotFound { kind: "permission", ids: vec![id.to_string()] });
+        write(&self.db, actor, (), move |tx, actor, ()| {
+            Box::pin(async move {
+                access::require_admin(&actor, "DeletePermission")?;
+                if !storage::permissions::lock_for_delete(tx, id).await? {
+                    if allow_missing {
+                        let revision = storage::changes::current_revision(tx).await?;
+                        return Ok(PermissionDeletion { revoked_grant_count: 0, revision });
                     }
-                    let selection = Selection::Permission { permission_id: id };
-                    if !force && storage::grants::any(tx, &selection).await? {
-                        return Err(Error::FailedPrecondition {
-                            reason: "PERMISSION_GRANTED",
-                            subject: format!("permissions/{id}"),
-                            message: format!("permission {id} is still granted; revoke it first or delete with force"),
-                        });
-                    }
-                    let revoked = storage::grants::delete(tx, &selection).await?;
-                    storage::permissions::delete(tx, id).await?;
-                    let revoked_grant_count = revoked.len() as u64;
-                    let mut events: Vec<NewChange> =
-                        revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
-                    events.push(NewChange::permission(ChangeKind::PermissionDeleted, id));
-                    let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
-                    Ok(PermissionDeletion { revoked_grant_count, revision })
-                })
+                    return Err(Error::NotFound { kind: "permission", ids: vec![id.to_string()] });
+                }
+                let selection = Selection::Permission { permission_id: id };
+                if !force && storage::grants::any(tx, &selection).await? {
+                    return Err(Error::FailedPrecondition {
+                        reason: "PERMISSION_GRANTED",
+                        subject: format!("permissions/{id}"),
+                        message: format!("permission {id} is still granted; revoke it first or delete with force"),
+                    });
+                }
+                let revoked = storage::grants::delete(tx, &selection).await?;
+                storage::permissions::delete(tx, id).await?;
+                let revoked_grant_count = revoked.len() as u64;
+                let mut events: Vec<NewChange> =
+                    revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
+                events.push(NewChange::permission(ChangeKind::PermissionDeleted, id));
+                let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
+                Ok(PermissionDeletion { revoked_grant_count, revision })
             })
-            .await
         })
         .await
     }

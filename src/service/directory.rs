@@ -3,7 +3,7 @@
 use super::{
     ListPage,
     access::{self, Need},
-    detached, resolve,
+    resolve, write,
 };
 use crate::{
     domain::{
@@ -11,7 +11,7 @@ use crate::{
         model::{ChangeKind, Membership, Organization},
         page::Page,
     },
-    storage::{self, DatabaseConnection, Lock, changes::NewChange, grants::Selection, tx},
+    storage::{self, DatabaseConnection, Lock, changes::NewChange, grants::Selection},
 };
 
 pub use super::catalog::PermissionDeletion;
@@ -47,22 +47,17 @@ impl Directory {
         id: OrganizationId,
         display_name: String,
     ) -> Result<(Organization, Revision)> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let (actor, id, display_name) = (actor.clone(), id.clone(), display_name.clone());
-                Box::pin(async move {
-                    access::require_admin(&actor, "CreateOrganization")?;
-                    let now = domain::now();
-                    if !storage::organizations::insert(tx, id.as_str(), &display_name, now).await? {
-                        return Err(Error::AlreadyExists { kind: "organization", id: id.to_string() });
-                    }
-                    let event = NewChange::organization(ChangeKind::OrganizationCreated, id.as_str());
-                    let revision = storage::changes::append(tx, &actor, now, vec![event]).await?;
-                    Ok((Organization { id: id.into_string(), display_name, created_at: now }, revision))
-                })
+        write(&self.db, actor, (id, display_name), move |tx, actor, (id, display_name)| {
+            Box::pin(async move {
+                access::require_admin_of(&actor, &id, "CreateOrganization")?;
+                let now = domain::now();
+                if !storage::organizations::insert(tx, id.as_str(), &display_name, now).await? {
+                    return Err(Error::AlreadyExists { kind: "organization", id: id.to_string() });
+                }
+                let event = NewChange::organization(ChangeKind::OrganizationCreated, id.as_str());
+                let revision = storage::changes::append(tx, &actor, now, vec![event]).await?;
+                Ok((Organization { id: id.into_string(), display_name, created_at: now }, revision))
             })
-            .await
         })
         .await
     }
@@ -92,41 +87,31 @@ impl Directory {
         id: OrganizationId,
         allow_missing: bool,
     ) -> Result<OrganizationDeletion> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let (actor, id) = (actor.clone(), id.clone());
-                Box::pin(async move {
-                    access::require_admin(&actor, "DeleteOrganization")?;
-                    if !storage::organizations::lock(tx, id.as_str(), Lock::Update).await? {
-                        if allow_missing {
-                            let revision = storage::changes::current_revision(tx).await?;
-                            return Ok(OrganizationDeletion {
-                                removed_member_count: 0,
-                                removed_grant_count: 0,
-                                revision,
-                            });
-                        }
-                        return Err(Error::NotFound { kind: "organization", ids: vec![id.to_string()] });
+        write(&self.db, actor, id, move |tx, actor, id| {
+            Box::pin(async move {
+                access::require_admin_of(&actor, &id, "DeleteOrganization")?;
+                if !storage::organizations::lock(tx, id.as_str(), Lock::Update).await? {
+                    if allow_missing {
+                        let revision = storage::changes::current_revision(tx).await?;
+                        return Ok(OrganizationDeletion { removed_member_count: 0, removed_grant_count: 0, revision });
                     }
-                    storage::memberships::lock_all(tx, id.as_str()).await?;
-                    let selection = Selection::Organization { organization_id: id.to_string() };
-                    let revoked = storage::grants::delete(tx, &selection).await?;
-                    let members = storage::memberships::delete_all(tx, id.as_str()).await?;
-                    storage::organizations::delete(tx, id.as_str()).await?;
+                    return Err(Error::NotFound { kind: "organization", ids: vec![id.to_string()] });
+                }
+                storage::memberships::lock_all(tx, id.as_str()).await?;
+                let selection = Selection::Organization { organization_id: id.to_string() };
+                let revoked = storage::grants::delete(tx, &selection).await?;
+                let members = storage::memberships::delete_all(tx, id.as_str()).await?;
+                storage::organizations::delete(tx, id.as_str()).await?;
 
-                    let (removed_grant_count, removed_member_count) = (revoked.len() as u64, members.len() as u64);
-                    let mut events: Vec<NewChange> =
-                        revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
-                    events.extend(
-                        members.iter().map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user)),
-                    );
-                    events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
-                    let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
-                    Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
-                })
+                let (removed_grant_count, removed_member_count) = (revoked.len() as u64, members.len() as u64);
+                let mut events: Vec<NewChange> =
+                    revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
+                events
+                    .extend(members.iter().map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user)));
+                events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
+                let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
+                Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
             })
-            .await
         })
         .await
     }
@@ -139,31 +124,26 @@ impl Directory {
         organization_id: OrganizationId,
         user_id: UserId,
     ) -> Result<MembershipOutcome> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let (actor, org, user) = (actor.clone(), organization_id.clone(), user_id.clone());
-                Box::pin(async move {
-                    access::require(tx, &actor, &org, Need::Edit).await?;
-                    if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {
-                        return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
-                    }
-                    let now = domain::now();
-                    let created =
-                        storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &actor.subject).await?;
-                    let events = if created {
-                        vec![NewChange::member(ChangeKind::MemberAdded, org.as_str(), user.as_str())]
-                    } else {
-                        Vec::new()
-                    };
-                    let revision = storage::changes::append(tx, &actor, now, events).await?;
-                    let membership = storage::memberships::find(tx, org.as_str(), user.as_str())
-                        .await?
-                        .ok_or_else(|| Error::Internal("membership vanished inside its own transaction".into()))?;
-                    Ok(MembershipOutcome { created, membership, revision })
-                })
+        write(&self.db, actor, (organization_id, user_id), move |tx, actor, (org, user)| {
+            Box::pin(async move {
+                access::require(tx, &actor, &org, Need::Edit).await?;
+                if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {
+                    return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
+                }
+                let now = domain::now();
+                let created =
+                    storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &actor.subject).await?;
+                let events = if created {
+                    vec![NewChange::member(ChangeKind::MemberAdded, org.as_str(), user.as_str())]
+                } else {
+                    Vec::new()
+                };
+                let revision = storage::changes::append(tx, &actor, now, events).await?;
+                let membership = storage::memberships::find(tx, org.as_str(), user.as_str())
+                    .await?
+                    .ok_or_else(|| Error::Internal("membership vanished inside its own transaction".into()))?;
+                Ok(MembershipOutcome { created, membership, revision })
             })
-            .await
         })
         .await
     }

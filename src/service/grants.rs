@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{
     ListPage,
     access::{self, Need},
-    detached, resolve,
+    resolve, write,
 };
 use crate::{
     domain::{
@@ -22,7 +22,6 @@ use crate::{
         self, DatabaseConnection, Lock,
         changes::NewChange,
         grants::{GrantKey, PermissionKey, ResourceFilter, Selection, Target},
-        tx,
     },
 };
 
@@ -87,84 +86,73 @@ impl Grants {
     /// this serializes with RemoveUserFromOrganization and with other writes of this
     /// user's grants in the organization.
     pub async fn add_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let (actor, cmd) = (actor.clone(), cmd.clone());
-                Box::pin(async move {
-                    access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
-                    let target = target(&cmd);
-                    if !storage::memberships::lock(tx, target.organization_id, target.user_id, Lock::Update).await? {
-                        resolve::organization(tx, &cmd.organization_id).await?;
-                        return Err(Error::FailedPrecondition {
-                            reason: "NOT_A_MEMBER",
-                            subject: format!("organizations/{}/members/{}", cmd.organization_id, cmd.user_id),
-                            message: format!(
-                                "user {} is not a member of organization {}; add them with AddUserToOrganization first",
-                                cmd.user_id, cmd.organization_id
-                            ),
-                        });
-                    }
-                    let permissions = resolve::permissions(tx, &cmd.permissions).await?;
-                    access::require_holds(tx, &actor, &cmd.organization_id, &cmd.resource, &permissions).await?;
-                    let wanted = resolve::ids(&permissions);
-                    let held = storage::grants::held(tx, target, &wanted).await?;
-                    let (already_held, added): (Vec<Uuid>, Vec<Uuid>) =
-                        wanted.into_iter().partition(|id| held.contains(id));
+        write(&self.db, actor, cmd, move |tx, actor, cmd| {
+            Box::pin(async move {
+                access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
+                let target = target(&cmd);
+                if !storage::memberships::lock(tx, target.organization_id, target.user_id, Lock::Update).await? {
+                    resolve::organization(tx, &cmd.organization_id).await?;
+                    return Err(Error::FailedPrecondition {
+                        reason: "NOT_A_MEMBER",
+                        subject: format!("organizations/{}/members/{}", cmd.organization_id, cmd.user_id),
+                        message: format!(
+                            "user {} is not a member of organization {}; add them with AddUserToOrganization first",
+                            cmd.user_id, cmd.organization_id
+                        ),
+                    });
+                }
+                let permissions = resolve::permissions(tx, &cmd.permissions).await?;
+                access::require_holds(tx, &actor, &cmd.organization_id, &cmd.resource, &permissions).await?;
+                let wanted = resolve::ids(&permissions);
+                let held = storage::grants::held(tx, target, &wanted).await?;
+                let (already_held, added): (Vec<Uuid>, Vec<Uuid>) =
+                    wanted.into_iter().partition(|id| held.contains(id));
 
-                    let now = domain::now();
-                    storage::grants::insert(tx, target, &added, now, &actor.subject).await?;
-                    let events = added
-                        .iter()
-                        .map(|permission_id| {
-                            NewChange::grant(
-                                ChangeKind::GrantAdded,
-                                GrantKey {
-                                    organization_id: target.organization_id.to_owned(),
-                                    user_id: target.user_id.to_owned(),
-                                    resource_type: target.resource_type.to_owned(),
-                                    resource_id: target.resource_id.to_owned(),
-                                    permission_id: *permission_id,
-                                },
-                            )
-                        })
-                        .collect();
-                    let revision = storage::changes::append(tx, &actor, now, events).await?;
-                    Ok(AddOutcome { added, already_held, revision })
-                })
+                let now = domain::now();
+                storage::grants::insert(tx, target, &added, now, &actor.subject).await?;
+                let events = added
+                    .iter()
+                    .map(|permission_id| {
+                        NewChange::grant(
+                            ChangeKind::GrantAdded,
+                            GrantKey {
+                                organization_id: target.organization_id.to_owned(),
+                                user_id: target.user_id.to_owned(),
+                                resource_type: target.resource_type.to_owned(),
+                                resource_id: target.resource_id.to_owned(),
+                                permission_id: *permission_id,
+                            },
+                        )
+                    })
+                    .collect();
+                let revision = storage::changes::append(tx, &actor, now, events).await?;
+                Ok(AddOutcome { added, already_held, revision })
             })
-            .await
         })
         .await
     }
 
     /// Revokes each listed permission; ones not held are reported, not rejected.
     pub async fn remove_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<RemoveOutcome> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let (actor, cmd) = (actor.clone(), cmd.clone());
-                Box::pin(async move {
-                    access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
-                    resolve::organization(tx, &cmd.organization_id).await?;
-                    let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
-                    let target = target(&cmd);
-                    let selection = Selection::Listed {
-                        organization_id: target.organization_id.to_owned(),
-                        user_id: target.user_id.to_owned(),
-                        resource_type: target.resource_type.to_owned(),
-                        resource_id: target.resource_id.to_owned(),
-                        permission_ids: wanted.clone(),
-                    };
-                    let deleted = storage::grants::delete(tx, &selection).await?;
-                    let (removed, not_held): (Vec<Uuid>, Vec<Uuid>) =
-                        wanted.into_iter().partition(|id| deleted.iter().any(|key| key.permission_id == *id));
-                    let revision =
-                        storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
-                    Ok(RemoveOutcome { removed, not_held, revision })
-                })
+        write(&self.db, actor, cmd, move |tx, actor, cmd| {
+            Box::pin(async move {
+                access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
+                resolve::organization(tx, &cmd.organization_id).await?;
+                let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
+                let target = target(&cmd);
+                let selection = Selection::Listed {
+                    organization_id: target.organization_id.to_owned(),
+                    user_id: target.user_id.to_owned(),
+                    resource_type: target.resource_type.to_owned(),
+                    resource_id: target.resource_id.to_owned(),
+                    permission_ids: wanted.clone(),
+                };
+                let deleted = storage::grants::delete(tx, &selection).await?;
+                let (removed, not_held): (Vec<Uuid>, Vec<Uuid>) =
+                    wanted.into_iter().partition(|id| deleted.iter().any(|key| key.permission_id == *id));
+                let revision = storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
+                Ok(RemoveOutcome { removed, not_held, revision })
             })
-            .await
         })
         .await
     }
@@ -175,53 +163,46 @@ impl Grants {
         actor: Actor,
         cmd: RemoveResourcePermissions,
     ) -> Result<ResourceRemovals> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let (actor, cmd) = (actor.clone(), cmd.clone());
-                Box::pin(async move {
-                    let mut organizations: Vec<&OrganizationId> = Vec::new();
-                    for (organization, _) in &cmd.resources {
-                        if !organizations.contains(&organization) {
-                            organizations.push(organization);
-                        }
+        write(&self.db, actor, cmd, move |tx, actor, cmd| {
+            Box::pin(async move {
+                let mut organizations: Vec<&OrganizationId> = Vec::new();
+                for (organization, _) in &cmd.resources {
+                    if !organizations.contains(&organization) {
+                        organizations.push(organization);
                     }
-                    for organization in &organizations {
-                        access::require(tx, &actor, organization, Need::Edit).await?;
-                    }
-                    let organization_ids: Vec<&str> = organizations.iter().map(|o| o.as_str()).collect();
-                    let missing = storage::organizations::missing(tx, &organization_ids).await?;
-                    if !missing.is_empty() {
-                        return Err(Error::NotFound { kind: "organization", ids: missing });
-                    }
-                    let selection = Selection::Resources {
-                        user_id: cmd.user_id.as_ref().map(|u| u.to_string()),
-                        resources: cmd
-                            .resources
-                            .iter()
-                            .map(|(org, res)| (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string()))
-                            .collect(),
-                    };
-                    let deleted = storage::grants::delete(tx, &selection).await?;
-                    let mut counts: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
-                    for key in &deleted {
-                        *counts.entry((&key.organization_id, &key.resource_type, &key.resource_id)).or_default() += 1;
-                    }
-                    let removed = cmd
+                }
+                for organization in &organizations {
+                    access::require(tx, &actor, organization, Need::Edit).await?;
+                }
+                let organization_ids: Vec<&str> = organizations.iter().map(|o| o.as_str()).collect();
+                let missing = storage::organizations::missing(tx, &organization_ids).await?;
+                if !missing.is_empty() {
+                    return Err(Error::NotFound { kind: "organization", ids: missing });
+                }
+                let selection = Selection::Resources {
+                    user_id: cmd.user_id.as_ref().map(|u| u.to_string()),
+                    resources: cmd
                         .resources
                         .iter()
-                        .map(|(org, res)| {
-                            let n =
-                                counts.get(&(org.as_str(), res.kind.as_str(), res.id.as_str())).copied().unwrap_or(0);
-                            ((org.clone(), res.clone()), n)
-                        })
-                        .collect();
-                    let revision =
-                        storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
-                    Ok(ResourceRemovals { removed, revision })
-                })
+                        .map(|(org, res)| (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string()))
+                        .collect(),
+                };
+                let deleted = storage::grants::delete(tx, &selection).await?;
+                let mut counts: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+                for key in &deleted {
+                    *counts.entry((&key.organization_id, &key.resource_type, &key.resource_id)).or_default() += 1;
+                }
+                let removed = cmd
+                    .resources
+                    .iter()
+                    .map(|(org, res)| {
+                        let n = counts.get(&(org.as_str(), res.kind.as_str(), res.id.as_str())).copied().unwrap_or(0);
+                        ((org.clone(), res.clone()), n)
+                    })
+                    .collect();
+                let revision = storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
+                Ok(ResourceRemovals { removed, revision })
             })
-            .await
         })
         .await
     }
@@ -232,36 +213,31 @@ impl Grants {
         actor: Actor,
         cmd: RemoveUserFromOrganization,
     ) -> Result<RemovedFromOrganization> {
-        let db = self.db.clone();
-        detached(async move {
-            tx::write(&db, |tx| {
-                let (actor, cmd) = (actor.clone(), cmd.clone());
-                Box::pin(async move {
-                    access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
-                    let (org, user) = (cmd.organization_id.as_str(), cmd.user_id.as_str());
-                    if !storage::memberships::lock(tx, org, user, Lock::Update).await? {
-                        resolve::organization(tx, &cmd.organization_id).await?;
-                        if cmd.allow_missing {
-                            let revision = storage::changes::current_revision(tx).await?;
-                            return Ok(RemovedFromOrganization { removed_grant_count: 0, revision });
-                        }
-                        return Err(Error::NotFound {
-                            kind: "membership",
-                            ids: vec![format!("organizations/{org}/members/{user}")],
-                        });
+        write(&self.db, actor, cmd, move |tx, actor, cmd| {
+            Box::pin(async move {
+                access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
+                let (org, user) = (cmd.organization_id.as_str(), cmd.user_id.as_str());
+                if !storage::memberships::lock(tx, org, user, Lock::Update).await? {
+                    resolve::organization(tx, &cmd.organization_id).await?;
+                    if cmd.allow_missing {
+                        let revision = storage::changes::current_revision(tx).await?;
+                        return Ok(RemovedFromOrganization { removed_grant_count: 0, revision });
                     }
-                    let selection =
-                        Selection::UserInOrganization { organization_id: org.to_owned(), user_id: user.to_owned() };
-                    let deleted = storage::grants::delete(tx, &selection).await?;
-                    storage::memberships::delete(tx, org, user).await?;
-                    let removed_grant_count = deleted.len() as u64;
-                    let mut events = revocation_events(deleted);
-                    events.push(NewChange::member(ChangeKind::MemberRemoved, org, user));
-                    let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
-                    Ok(RemovedFromOrganization { removed_grant_count, revision })
-                })
+                    return Err(Error::NotFound {
+                        kind: "membership",
+                        ids: vec![format!("organizations/{org}/members/{user}")],
+                    });
+                }
+                let selection =
+                    Selection::UserInOrganization { organization_id: org.to_owned(), user_id: user.to_owned() };
+                let deleted = storage::grants::delete(tx, &selection).await?;
+                storage::memberships::delete(tx, org, user).await?;
+                let removed_grant_count = deleted.len() as u64;
+                let mut events = revocation_events(deleted);
+                events.push(NewChange::member(ChangeKind::MemberRemoved, org, user));
+                let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
+                Ok(RemovedFromOrganization { removed_grant_count, revision })
             })
-            .await
         })
         .await
     }

@@ -14,13 +14,32 @@ pub use audit::Audit;
 pub use directory::{Directory, MembershipOutcome, OrganizationDeletion, PermissionDeletion};
 pub use grants::{AddOutcome, CheckOutcome, Grants, RemoveOutcome, RemovedFromOrganization, ResourceRemovals};
 
-use crate::domain::{Error, Result};
+use crate::{
+    domain::{Actor, Error, Result},
+    storage::{
+        DatabaseConnection, DatabaseTransaction,
+        tx::{self, TxFuture},
+    },
+};
 
 /// A page of a list answer.
 #[derive(Debug, Clone)]
 pub struct ListPage<T> {
     pub items: Vec<T>,
     pub next_page_token: String,
+}
+
+/// One write use-case: `body` runs as a retried write transaction (`tx::write`) in a task
+/// of its own (see [`detached`]), getting fresh copies of the caller and the command on
+/// every attempt.
+async fn write<C, T, F>(db: &DatabaseConnection, actor: Actor, command: C, body: F) -> Result<T>
+where
+    C: Clone + Send + Sync + 'static,
+    T: Send + 'static,
+    F: for<'c> Fn(&'c DatabaseTransaction, Actor, C) -> TxFuture<'c, T> + Send + Sync + 'static,
+{
+    let db = db.clone();
+    detached(async move { tx::write(&db, |tx| body(tx, actor.clone(), command.clone())).await }).await
 }
 
 /// Runs a write to its end even when the client hangs up: tonic drops a cancelled

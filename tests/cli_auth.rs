@@ -1,0 +1,290 @@
+//! The real `grantd` binary is secure by default: `--insecure-no-auth` only on loopback,
+//! a generated HS256 secret (mode 0600) beside an embedded SQLite database, tokens minted
+//! by `grantd token` with that secret, and no start at all for PostgreSQL without a key.
+
+mod common;
+
+use std::{
+    fs::File,
+    io::Read,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Bearer, proto as pb};
+use grantd::api::pb::directory_service_client::DirectoryServiceClient;
+use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
+
+const GRANTD: &str = env!("CARGO_BIN_EXE_grantd");
+
+/// Every variable grantd reads, so that the environment of the test run cannot change
+/// what is tested.
+const GRANTD_VARS: &[&str] = &[
+    "GRANTD_DATABASE_URL",
+    "GRANTD_DB_MAX_CONNECTIONS",
+    "GRANTD_DB_ACQUIRE_TIMEOUT_MS",
+    "GRANTD_LISTEN",
+    "GRANTD_LOG_FORMAT",
+    "GRANTD_MAX_MESSAGE_BYTES",
+    "GRANTD_REQUEST_TIMEOUT_MS",
+    "GRANTD_MAX_CONCURRENT_STREAMS",
+    "GRANTD_JWT_HS256_SECRET_FILE",
+    "GRANTD_JWT_PUBLIC_KEY",
+    "GRANTD_JWKS_FILE",
+    "GRANTD_JWT_ISSUER",
+    "GRANTD_JWT_AUDIENCE",
+    "GRANTD_TLS_CERT",
+    "GRANTD_TLS_KEY",
+    "GRANTD_TLS_CLIENT_CA",
+    "GRANTD_INSECURE_NO_AUTH",
+];
+
+#[test]
+fn insecure_no_auth_refuses_a_non_loopback_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let output = run_to_exit(grantd(dir.path()).args(["serve", "--listen", listen, "--insecure-no-auth"]));
+        let text = all_output(&output);
+        assert!(!output.status.success(), "{listen}: grantd should refuse to start: {text}");
+        assert!(text.contains("loopback"), "{listen}: the message should mention loopback: {text}");
+    }
+    assert!(!dir.path().join("grantd.db").exists(), "it stopped before opening the database");
+}
+
+#[test]
+fn serve_generates_a_private_secret_and_grantd_token_mints_tokens_it_accepts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr = free_address();
+    let log = dir.path().join("serve.log");
+    let server = spawn_logged(grantd(dir.path()).args(["serve", "--listen", &addr.to_string()]), &log);
+    wait_until_listening(addr, &server, &log);
+
+    let secret = dir.path().join("grantd.db.jwt-secret");
+    assert!(secret.is_file(), "grantd serve creates {}", secret.display());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the secret is readable by its owner only, not {mode:o}");
+    }
+    let secret_text = std::fs::read_to_string(&secret).expect("read secret");
+    assert!(secret_text.trim().len() >= 32, "a secret of at least 32 bytes");
+    let logged = std::fs::read_to_string(&log).expect("read log");
+    assert!(logged.contains("grantd.db.jwt-secret"), "the log names the secret file: {logged}");
+    assert!(!logged.contains(secret_text.trim()), "the log must not contain the secret itself");
+
+    let admin = mint(dir.path(), &["--subject", "alice", "--admin"]);
+    let user = mint(dir.path(), &["--subject", "bob"]);
+    assert_eq!(admin.split('.').count(), 3, "a JWT: {admin}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+        let client = |token: Option<&str>| {
+            DirectoryServiceClient::new(InterceptedService::new(
+                channel.clone(),
+                token.map_or_else(Bearer::none, Bearer::new),
+            ))
+        };
+        client(Some(&admin))
+            .list_organizations(pb::ListOrganizationsRequest::default())
+            .await
+            .expect("the minted admin token is accepted");
+        client(Some(&admin))
+            .create_organization(pb::CreateOrganizationRequest { id: "acme".into(), display_name: String::new() })
+            .await
+            .expect("and may write");
+
+        client(Some(&user))
+            .list_permissions(pb::ListPermissionsRequest::default())
+            .await
+            .expect("bob is authenticated");
+        let status = client(Some(&user))
+            .list_organizations(pb::ListOrganizationsRequest::default())
+            .await
+            .expect_err("bob is no admin");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+        let status =
+            client(None).list_organizations(pb::ListOrganizationsRequest::default()).await.expect_err("no token");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        // A token minted with another secret (the test suite's) is refused.
+        let status = client(Some(&common::token("alice", true)))
+            .list_organizations(pb::ListOrganizationsRequest::default())
+            .await
+            .expect_err("foreign token");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    });
+    drop(server);
+
+    // A restart keeps the secret, so tokens minted before it stay valid.
+    let log = dir.path().join("serve-again.log");
+    let server = spawn_logged(grantd(dir.path()).args(["serve", "--listen", &addr.to_string()]), &log);
+    wait_until_listening(addr, &server, &log);
+    assert_eq!(std::fs::read_to_string(&secret).expect("read secret"), secret_text, "the secret is kept");
+    runtime.block_on(async {
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+        let organizations = DirectoryServiceClient::new(InterceptedService::new(channel, Bearer::new(&admin)))
+            .list_organizations(pb::ListOrganizationsRequest::default())
+            .await
+            .expect("the token outlives the restart")
+            .into_inner()
+            .organizations;
+        assert_eq!(organizations.len(), 1);
+    });
+}
+
+#[test]
+fn serve_on_postgres_without_a_key_refuses_to_start_before_connecting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // TEST-NET-1: connecting would hang until the acquire timeout, so a quick exit shows
+    // grantd gave up before trying.
+    let started = Instant::now();
+    let output = run_to_exit(grantd(dir.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        "postgres://grantd:secret@192.0.2.1:5432/grantd",
+        "--db-acquire-timeout-ms",
+        "20000",
+    ]));
+    let elapsed = started.elapsed();
+    let text = all_output(&output);
+    assert!(!output.status.success(), "grantd should refuse to start: {text}");
+    assert!(text.contains("no token key configured"), "the message explains a key is needed: {text}");
+    for flag in ["--jwt-hs256-secret-file", "--jwt-public-key", "--jwks-file"] {
+        assert!(text.contains(flag), "the message names {flag}: {text}");
+    }
+    assert!(!text.contains("cannot open the database"), "it failed before connecting: {text}");
+    assert!(elapsed < Duration::from_secs(10), "it failed before connecting, not after {elapsed:?}");
+    assert!(std::fs::read_dir(dir.path()).expect("read dir").next().is_none(), "and created no file");
+}
+
+#[test]
+fn grantd_token_needs_the_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // No `grantd serve` has run here: no secret to mint with.
+    let output = run_to_exit(grantd(dir.path()).args(["token", "--subject", "alice", "--admin"]));
+    let text = all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("grantd.db.jwt-secret"), "names the missing secret: {text}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("eyJ"), "no token printed: {text}");
+
+    // For PostgreSQL there is no default secret file.
+    let output = run_to_exit(grantd(dir.path()).args([
+        "token",
+        "--subject",
+        "alice",
+        "--database-url",
+        "postgres://grantd@127.0.0.1:5432/grantd",
+    ]));
+    let text = all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("--jwt-hs256-secret-file"), "{text}");
+
+    // A secret shorter than 32 bytes is refused.
+    let short = dir.path().join("short.secret");
+    std::fs::write(&short, "too-short").expect("write");
+    let output = run_to_exit(grantd(dir.path()).args([
+        "token",
+        "--subject",
+        "alice",
+        "--jwt-hs256-secret-file",
+        short.to_str().expect("utf-8 path"),
+    ]));
+    assert!(!output.status.success(), "{}", all_output(&output));
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// `grantd` in `dir`, with none of the GRANTD_* variables of the test's environment.
+fn grantd(dir: &Path) -> Command {
+    let mut command = Command::new(GRANTD);
+    command.current_dir(dir).env("RUST_LOG", "info").env_remove("RUST_LOG_STYLE");
+    for var in GRANTD_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Kills and reaps the child when dropped, even when the test panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a command expected to exit by itself; kills it after 30 s.
+fn run_to_exit(command: &mut Command) -> Output {
+    let mut child =
+        KillOnDrop(command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if child.0.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "grantd did not exit within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The child has exited; collect what it wrote.
+    let read = |pipe: Option<&mut dyn Read>| {
+        let mut buffer = Vec::new();
+        if let Some(pipe) = pipe {
+            pipe.read_to_end(&mut buffer).expect("read output");
+        }
+        buffer
+    };
+    let stdout = read(child.0.stdout.as_mut().map(|pipe| pipe as &mut dyn Read));
+    let stderr = read(child.0.stderr.as_mut().map(|pipe| pipe as &mut dyn Read));
+    let status = child.0.wait().expect("wait");
+    Output { status, stdout, stderr }
+}
+
+fn all_output(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// Starts a long-running command writing stdout and stderr to `log`.
+fn spawn_logged(command: &mut Command, log: &Path) -> KillOnDrop {
+    let file = File::create(log).expect("log file");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone log"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn grantd");
+    KillOnDrop(child)
+}
+
+fn wait_until_listening(addr: SocketAddr, server: &KillOnDrop, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "grantd (pid {}) is not listening on {addr}: {}",
+            server.0.id(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+/// `grantd token` in `dir`: the printed token.
+fn mint(dir: &Path, args: &[&str]) -> String {
+    let output = run_to_exit(grantd(dir).arg("token").args(args));
+    assert!(output.status.success(), "grantd token {args:?}: {}", all_output(&output));
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+}
