@@ -22,6 +22,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Mint a token signed with the HS256 secret (for the quickstart and tests).
     Token(TokenArgs),
+    /// Ask a running server's grpc.health.v1 whether it serves; exit 0 if so, 1 if not
+    /// (for Docker HEALTHCHECK and exec probes).
+    Health(HealthArgs),
     /// Apply, revert or list schema migrations.
     Migrate {
         #[command(subcommand)]
@@ -98,6 +101,14 @@ pub struct ServeArgs {
     #[arg(long, env = "GRANTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
+    /// How often each process reads the change log for WatchChanges streams, in ms.
+    #[arg(long, env = "GRANTD_WATCH_POLL_MS", default_value_t = 100)]
+    pub watch_poll_ms: u64,
+
+    /// After SIGTERM or SIGINT, how long in-flight requests may still run, in ms.
+    #[arg(long, env = "GRANTD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
     #[command(flatten)]
     pub auth: AuthArgs,
 
@@ -158,6 +169,29 @@ pub struct TlsArgs {
     /// PEM CA bundle; clients must present a certificate it signed (mutual TLS).
     #[arg(long, env = "GRANTD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub addr: String,
+
+    /// The service to ask about; the empty default means the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// Give up after this many ms.
+    #[arg(long, default_value_t = 3_000)]
+    pub timeout_ms: u64,
+
+    /// Speak TLS, trusting this PEM CA bundle.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name to expect in the server's certificate (default: the host of --addr).
+    #[arg(long, requires = "tls_ca")]
+    pub tls_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

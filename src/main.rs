@@ -4,11 +4,12 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use grantd::{
     auth::{self, Authenticator, TokenRequest, Verifier},
-    config::{Cli, Command, LogFormat, MigrateAction, ServeArgs, TokenArgs},
+    config::{Cli, Command, HealthArgs, LogFormat, MigrateAction, ServeArgs, TokenArgs},
     server::{self, ServerOptions, TlsOptions},
     storage,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tracing_subscriber::EnvFilter;
 
 /// How often key files (secret, PEM, JWKS) are read again, for rotation.
@@ -21,6 +22,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(args) => {
             println!("{}", token(&args)?);
             Ok(())
+        }
+        Command::Health(args) => {
+            if health(&args).await? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::Migrate { action, database } => {
             init_tracing(LogFormat::Text);
@@ -64,10 +72,58 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_message_bytes: args.max_message_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_concurrent_streams: args.max_concurrent_streams,
+        watch_poll_interval: Duration::from_millis(args.watch_poll_ms.max(1)),
         tls,
         ..ServerOptions::new(authenticator)
     };
-    server::serve(db, listener, options, shutdown_signal()).await.map_err(|err| anyhow::anyhow!(err))
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let (stopping_tx, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    });
+    let serving = server::serve(db, listener, options, stop_requested(stopping.clone()));
+    let grace_over = async {
+        stop_requested(stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = serving => result.map_err(|err| anyhow::anyhow!(err)),
+        () = grace_over => {
+            tracing::warn!(grace_ms = args.shutdown_grace_ms, "grace period over; exiting with requests still in flight");
+            Ok(())
+        }
+    }
+}
+
+async fn stop_requested(mut stopping: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens once shutdown was sent.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// `grantd health`: exits 0 when the server reports SERVING, 1 otherwise.
+async fn health(args: &HealthArgs) -> anyhow::Result<bool> {
+    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.addr))?
+        .connect_timeout(Duration::from_millis(args.timeout_ms))
+        .timeout(Duration::from_millis(args.timeout_ms));
+    if let Some(ca) = &args.tls_ca {
+        let ca = fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        let mut tls =
+            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        if let Some(domain) = &args.tls_domain {
+            tls = tls.domain_name(domain);
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint.connect().await.with_context(|| format!("cannot connect to {}", args.addr))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: args.service.clone() })
+        .await
+        .context("health check failed")?;
+    let status = response.into_inner().status();
+    println!("{}", status.as_str_name());
+    Ok(status == ServingStatus::Serving)
 }
 
 /// Secure by default: tokens are always required unless --insecure-no-auth, and an

@@ -10,6 +10,7 @@ use tonic::{
     service::interceptor::InterceptedService,
     transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
+use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
 
 use crate::{
@@ -21,7 +22,7 @@ use crate::{
         },
     },
     auth::Authenticator,
-    service::{Audit, Directory, Grants},
+    service::{Audit, ChangeFeed, Directory, Grants},
     storage::DatabaseConnection,
 };
 
@@ -38,6 +39,12 @@ pub struct ServerOptions {
     /// Concurrent requests (HTTP/2 streams) per connection.
     pub max_concurrent_streams: u32,
     pub tls: Option<TlsOptions>,
+    /// How often the database is pinged to keep health current.
+    pub health_probe_interval: Duration,
+    /// How often the change log is read for WatchChanges.
+    pub watch_poll_interval: Duration,
+    /// Changes a watcher may fall behind before its stream ends with ABORTED.
+    pub watch_buffer: usize,
 }
 
 impl ServerOptions {
@@ -48,6 +55,9 @@ impl ServerOptions {
             request_timeout: Duration::from_secs(30),
             max_concurrent_streams: 256,
             tls: None,
+            health_probe_interval: Duration::from_secs(1),
+            watch_poll_interval: Duration::from_millis(100),
+            watch_buffer: 4_096,
         }
     }
 }
@@ -94,6 +104,7 @@ pub async fn serve(
 ) -> Result<(), BoxError> {
     let limit = options.max_message_bytes;
     let auth = options.authenticator.clone();
+    let feed = ChangeFeed::start(db.clone(), options.watch_poll_interval, options.watch_buffer);
     let grants = InterceptedService::new(
         GrantServiceServer::new(GrantApi::new(Grants::new(db.clone()))).max_decoding_message_size(limit),
         auth.clone(),
@@ -103,14 +114,12 @@ pub async fn serve(
         auth.clone(),
     );
     let audit = InterceptedService::new(
-        AuditServiceServer::new(AuditApi::new(Audit::new(db))).max_decoding_message_size(limit),
+        AuditServiceServer::new(AuditApi::new(Audit::new(db.clone(), feed.clone()))).max_decoding_message_size(limit),
         auth,
     );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<GrantServiceServer<GrantApi>>().await;
-    health_reporter.set_serving::<DirectoryServiceServer<DirectoryApi>>().await;
-    health_reporter.set_serving::<AuditServiceServer<AuditApi>>().await;
+    let probe = tokio::spawn(probe_database(db, health_reporter, options.health_probe_interval));
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -136,8 +145,37 @@ pub async fn serve(
         .add_service(grants)
         .add_service(directory)
         .add_service(audit)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            shutdown.await;
+            // Watch streams would otherwise hold the drain open until the grace ends.
+            feed.close();
+        })
         .await?;
+    probe.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Health follows the database: NOT_SERVING while it cannot be reached, so that load
+/// balancers and orchestrators route around a replica that would only answer UNAVAILABLE.
+async fn probe_database(db: DatabaseConnection, reporter: HealthReporter, interval: Duration) {
+    const SERVICES: [&str; 4] = ["", "grants.v1.GrantService", "grants.v1.DirectoryService", "grants.v1.AuditService"];
+    let mut serving = None;
+    loop {
+        let reachable =
+            tokio::time::timeout(interval.max(Duration::from_secs(1)), db.ping()).await.is_ok_and(|r| r.is_ok());
+        if serving != Some(reachable) {
+            let status = if reachable { ServingStatus::Serving } else { ServingStatus::NotServing };
+            for service in SERVICES {
+                reporter.set_service_status(service, status).await;
+            }
+            if reachable {
+                tracing::info!("database reachable; serving");
+            } else {
+                tracing::warn!("database unreachable; health is NOT_SERVING");
+            }
+            serving = Some(reachable);
+        }
+        tokio::time::sleep(interval).await;
+    }
 }

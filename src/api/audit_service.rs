@@ -1,3 +1,6 @@
+use std::pin::Pin;
+
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{context::RequestContext, convert, pb, validate::Violations};
@@ -18,6 +21,36 @@ impl AuditApi {
 
 #[tonic::async_trait]
 impl pb::audit_service_server::AuditService for AuditApi {
+    type WatchChangesStream = Pin<Box<dyn Stream<Item = Result<pb::WatchChangesResponse, Status>> + Send>>;
+
+    async fn watch_changes(
+        &self,
+        request: Request<pb::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let (ctx, request) = RequestContext::open("WatchChanges", request)?;
+        let actor = ctx.actor.clone();
+        ctx.reply(async {
+            let pb::WatchChangesRequest { after_revision, organization_id } = request;
+            let mut v = Violations::default();
+            let organization_id = if organization_id.is_empty() {
+                None
+            } else {
+                let Some(id) = v.parse("organization_id", &organization_id, OrganizationId::parse) else {
+                    return Err(v.into_error());
+                };
+                Some(id)
+            };
+            let after = i64::try_from(after_revision).unwrap_or(i64::MAX);
+            let changes = self.audit.watch(actor, after, organization_id).await?;
+            let stream = ReceiverStream::new(changes).map(|change| match change {
+                Ok(change) => Ok(pb::WatchChangesResponse { change: Some(change.into()) }),
+                Err(err) => Err(Status::from(err)),
+            });
+            Ok(Box::pin(stream) as Self::WatchChangesStream)
+        })
+        .await
+    }
+
     async fn list_changes(
         &self,
         request: Request<pb::ListChangesRequest>,

@@ -52,6 +52,8 @@ impl From<Error> for Status {
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::WatchInterrupted { lagging: true, message } => Status::aborted(message),
+            Error::WatchInterrupted { lagging: false, message } => Status::unavailable(message),
             Error::Conflict | Error::Aborted { .. } => {
                 Status::aborted("the transaction kept conflicting with concurrent writes; retry the request")
             }

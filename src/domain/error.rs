@@ -21,6 +21,11 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(String),
 
+    /// A WatchChanges stream ended early: the watcher fell behind (`lagging`) or the
+    /// server is going away. The message names the revision to resume after.
+    #[error("{message}")]
+    WatchInterrupted { lagging: bool, message: String },
+
     /// A serialization failure or deadlock; retried by the transaction loop.
     #[error("transaction conflict")]
     Conflict,

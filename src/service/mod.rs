@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod catalog;
 mod directory;
+mod feed;
 mod grants;
 mod resolve;
 
@@ -12,6 +13,7 @@ use std::future::Future;
 
 pub use audit::Audit;
 pub use directory::{Directory, MembershipOutcome, OrganizationDeletion, PermissionDeletion};
+pub use feed::ChangeFeed;
 pub use grants::{AddOutcome, CheckOutcome, Grants, RemoveOutcome, RemovedFromOrganization, ResourceRemovals};
 
 use crate::{

@@ -164,6 +164,21 @@ impl TestServer {
     }
 
     async fn start_on(backend: Backend, database_url: String, dir: Option<tempfile::TempDir>) -> Self {
+        Self::start_with(backend, database_url, dir, |_| {}).await
+    }
+
+    /// Another server over the same database, as a second replica would be; `tune`
+    /// adjusts its options.
+    pub async fn replica(&self, tune: impl FnOnce(&mut ServerOptions)) -> Self {
+        Self::start_with(self.backend, self.database_url.clone(), None, tune).await
+    }
+
+    async fn start_with(
+        backend: Backend,
+        database_url: String,
+        dir: Option<tempfile::TempDir>,
+        tune: impl FnOnce(&mut ServerOptions),
+    ) -> Self {
         let mut db = storage::connect(&database_url, &PoolOptions::default()).await.expect("connect");
         storage::migrate_up(&db).await.expect("migrate");
         let statements = Arc::new(AtomicU64::new(0));
@@ -177,7 +192,9 @@ impl TestServer {
         std::fs::write(&secret_file, TEST_SECRET).expect("write secret");
         let keys = KeyConfig { hs256_secret_file: Some(secret_file.clone()), ..KeyConfig::default() };
         let verifier = Verifier::new(keys, None, None).expect("verifier");
-        let options = ServerOptions::new(Authenticator::Tokens(Arc::new(verifier)));
+        let mut options = ServerOptions::new(Authenticator::Tokens(Arc::new(verifier)));
+        options.watch_poll_interval = std::time::Duration::from_millis(20);
+        tune(&mut options);
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
