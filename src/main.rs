@@ -7,7 +7,7 @@ use grantd::{
     config::{Cli, Command, HealthArgs, LogFormat, MigrateAction, ServeArgs, TokenArgs},
     metrics,
     server::{self, ServerOptions, TlsOptions},
-    storage,
+    storage::{self, PoolOptions},
 };
 use tokio::{net::TcpListener, sync::watch};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -68,12 +68,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot open the database")?;
     storage::migrate_up(&db).await.context("cannot migrate the database")?;
+    let background_pool = PoolOptions { max_connections: 2, ..args.database.pool_options() };
+    let background_db = storage::connect(&args.database.database_url, &background_pool)
+        .await
+        .context("cannot open the database for background work")?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let options = ServerOptions {
         max_message_bytes: args.max_message_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_concurrent_streams: args.max_concurrent_streams,
         watch_poll_interval: Duration::from_millis(args.watch_poll_ms.max(1)),
+        background_db: Some(background_db),
         tls,
         ..ServerOptions::new(authenticator)
     };

@@ -45,6 +45,8 @@ pub struct ServerOptions {
     pub watch_poll_interval: Duration,
     /// Changes a watcher may fall behind before its stream ends with ABORTED.
     pub watch_buffer: usize,
+    /// Connections for the change feed and the health probe; the request pool when absent.
+    pub background_db: Option<DatabaseConnection>,
 }
 
 impl ServerOptions {
@@ -58,6 +60,7 @@ impl ServerOptions {
             health_probe_interval: Duration::from_secs(1),
             watch_poll_interval: Duration::from_millis(100),
             watch_buffer: 4_096,
+            background_db: None,
         }
     }
 }
@@ -104,7 +107,10 @@ pub async fn serve(
 ) -> Result<(), BoxError> {
     let limit = options.max_message_bytes;
     let auth = options.authenticator.clone();
-    let feed = ChangeFeed::start(db.clone(), options.watch_poll_interval, options.watch_buffer);
+    // Background work (the change feed, the health probe) has its own connections, so a
+    // busy request pool neither delays it nor passes for an unreachable database.
+    let background = options.background_db.clone().unwrap_or_else(|| db.clone());
+    let feed = ChangeFeed::start(background.clone(), options.watch_poll_interval, options.watch_buffer).await?;
     let grants = InterceptedService::new(
         GrantServiceServer::new(GrantApi::new(Grants::new(db.clone()))).max_decoding_message_size(limit),
         auth.clone(),
@@ -119,7 +125,10 @@ pub async fn serve(
     );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    let probe = tokio::spawn(probe_database(db, health_reporter, options.health_probe_interval));
+    // The first answer is in place before the port serves, so no check sees an unknown service.
+    let serving = reachable(&background, options.health_probe_interval).await;
+    report(&health_reporter, serving).await;
+    let probe = tokio::spawn(probe_database(background, health_reporter, options.health_probe_interval, serving));
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -158,24 +167,30 @@ pub async fn serve(
 
 /// Health follows the database: NOT_SERVING while it cannot be reached, so that load
 /// balancers and orchestrators route around a replica that would only answer UNAVAILABLE.
-async fn probe_database(db: DatabaseConnection, reporter: HealthReporter, interval: Duration) {
-    const SERVICES: [&str; 4] = ["", "grants.v1.GrantService", "grants.v1.DirectoryService", "grants.v1.AuditService"];
-    let mut serving = None;
+async fn probe_database(db: DatabaseConnection, reporter: HealthReporter, interval: Duration, mut serving: bool) {
     loop {
-        let reachable =
-            tokio::time::timeout(interval.max(Duration::from_secs(1)), db.ping()).await.is_ok_and(|r| r.is_ok());
-        if serving != Some(reachable) {
-            let status = if reachable { ServingStatus::Serving } else { ServingStatus::NotServing };
-            for service in SERVICES {
-                reporter.set_service_status(service, status).await;
-            }
-            if reachable {
-                tracing::info!("database reachable; serving");
+        tokio::time::sleep(interval).await;
+        let now = reachable(&db, interval).await;
+        if now != serving {
+            if now {
+                tracing::info!("database reachable again; serving");
             } else {
                 tracing::warn!("database unreachable; health is NOT_SERVING");
             }
-            serving = Some(reachable);
+            report(&reporter, now).await;
+            serving = now;
         }
-        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn reachable(db: &DatabaseConnection, interval: Duration) -> bool {
+    tokio::time::timeout(interval.max(Duration::from_secs(1)), db.ping()).await.is_ok_and(|pinged| pinged.is_ok())
+}
+
+async fn report(reporter: &HealthReporter, serving: bool) {
+    const SERVICES: [&str; 4] = ["", "grants.v1.GrantService", "grants.v1.DirectoryService", "grants.v1.AuditService"];
+    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    for service in SERVICES {
+        reporter.set_service_status(service, status).await;
     }
 }

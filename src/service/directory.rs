@@ -139,9 +139,11 @@ impl Directory {
                     Vec::new()
                 };
                 let revision = storage::changes::append(tx, &actor, now, events).await?;
-                let membership = storage::memberships::find(tx, org.as_str(), user.as_str())
-                    .await?
-                    .ok_or_else(|| Error::Internal("membership vanished inside its own transaction".into()))?;
+                // At READ COMMITTED a membership that already existed (the insert did nothing
+                // and locked nothing) can be removed and committed before this read; running
+                // the transaction again then creates it.
+                let membership =
+                    storage::memberships::find(tx, org.as_str(), user.as_str()).await?.ok_or(Error::Conflict)?;
                 Ok(MembershipOutcome { created, membership, revision })
             })
         })

@@ -30,13 +30,15 @@ pub struct ChangeFeed {
 }
 
 impl ChangeFeed {
-    /// Starts the poller; it runs until [`ChangeFeed::close`].
-    pub fn start(db: DatabaseConnection, poll_interval: Duration, capacity: usize) -> Arc<Self> {
+    /// Starts the poller from the current revision, before any watcher can subscribe; it
+    /// runs until [`ChangeFeed::close`].
+    pub async fn start(db: DatabaseConnection, poll_interval: Duration, capacity: usize) -> Result<Arc<Self>> {
+        let from = storage::changes::current_revision(&db).await?;
         let (sender, _) = broadcast::channel(capacity);
         let (closed, _) = watch::channel(false);
         let feed = Arc::new(Self { sender, closed });
-        tokio::spawn(poll(db, poll_interval, feed.clone()));
-        feed
+        tokio::spawn(poll(db, poll_interval, feed.clone(), from));
+        Ok(feed)
     }
 
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Change>>, watch::Receiver<bool>) {
@@ -49,16 +51,15 @@ impl ChangeFeed {
     }
 }
 
-async fn poll(db: DatabaseConnection, interval: Duration, feed: Arc<ChangeFeed>) {
+async fn poll(db: DatabaseConnection, interval: Duration, feed: Arc<ChangeFeed>, mut last: Revision) {
     let mut closed = feed.closed.subscribe();
-    let mut last: Option<Revision> = None;
     loop {
         match poll_once(&db, &feed, last).await {
             Ok(seen) => {
                 if let Some(metrics) = metrics::global() {
                     metrics.set_latest_revision(seen);
                 }
-                last = Some(seen);
+                last = seen;
             }
             Err(err) => tracing::warn!(error = %err, "change feed cannot read the change log"),
         }
@@ -69,18 +70,16 @@ async fn poll(db: DatabaseConnection, interval: Duration, feed: Arc<ChangeFeed>)
     }
 }
 
-/// Broadcasts what committed after `last` and answers the new high-water mark. Without
-/// watchers it only moves the mark: a new watcher replays from the database itself.
-async fn poll_once(db: &DatabaseConnection, feed: &ChangeFeed, last: Option<Revision>) -> Result<Revision> {
-    let Some(mut last) = last.filter(|_| feed.sender.receiver_count() > 0) else {
-        return storage::changes::current_revision(db).await;
-    };
+/// Broadcasts what committed after `last` and answers the new high-water mark. It reads
+/// the log even while nobody watches: skipping ahead to the current revision instead
+/// could pass over changes that a watcher subscribing at that moment has not replayed.
+async fn poll_once(db: &DatabaseConnection, feed: &ChangeFeed, mut last: Revision) -> Result<Revision> {
     loop {
         let changes = storage::changes::list(db, last, None, BATCH).await?;
         let complete = (changes.len() as u64) < BATCH;
         for change in changes {
             last = change.revision;
-            // An error only means every watcher left; the mark still moves on.
+            // An error only means nobody watches right now.
             let _ = feed.sender.send(Arc::new(change));
         }
         if complete {

@@ -194,6 +194,9 @@ impl TestServer {
         let verifier = Verifier::new(keys, None, None).expect("verifier");
         let mut options = ServerOptions::new(Authenticator::Tokens(Arc::new(verifier)));
         options.watch_poll_interval = std::time::Duration::from_millis(20);
+        // Background statements must not count as the server's work for a request.
+        let background = storage::connect(&database_url, &PoolOptions::default()).await.expect("connect");
+        options.background_db = Some(background);
         tune(&mut options);
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
