@@ -31,6 +31,9 @@ if [[ ! -x "$GRANTD_BIN" ]]; then
 fi
 export GRANTD_BIN
 
+# Installs are skipped when a stamp says they were done for the same lock file.
+stamp() { sha256sum "$@" | sha256sum | cut -d' ' -f1; }
+
 # A venv that works, made anew when it is missing or broken (e.g. moved machines).
 venv() {
   local dir=$1 req=$2
@@ -38,13 +41,24 @@ venv() {
     rm -rf "$dir"
     python3 -m venv "$dir"
   fi
-  "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+  if [[ "$(cat "$dir/.ecosystem-stamp" 2>/dev/null)" != "$(stamp "$req")" ]]; then
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+    stamp "$req" > "$dir/.ecosystem-stamp"
+  else
+    echo "$dir: up to date with $req"
+  fi
 }
 
 log "install: npm ci (clients/typescript), pip (clients/python/.venv, deploy/.venv)"
 python3 --version
 node --version
-npm ci --prefix clients/typescript --no-audit --no-fund --loglevel=error
+npm_stamp=clients/typescript/node_modules/.ecosystem-stamp
+if [[ "$(cat "$npm_stamp" 2>/dev/null)" != "$(stamp clients/typescript/package-lock.json)" ]]; then
+  npm ci --prefix clients/typescript --no-audit --no-fund --loglevel=error
+  stamp clients/typescript/package-lock.json > "$npm_stamp"
+else
+  echo "clients/typescript/node_modules: up to date with package-lock.json"
+fi
 venv clients/python/.venv clients/python/requirements.txt
 venv deploy/.venv deploy/requirements.txt
 BUF="$ROOT/clients/typescript/node_modules/.bin/buf"
