@@ -101,6 +101,10 @@ pub struct ServeArgs {
     #[arg(long, env = "GRANTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (off when absent).
+    #[arg(long, env = "GRANTD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// How often each process reads the change log for WatchChanges streams, in ms.
     #[arg(long, env = "GRANTD_WATCH_POLL_MS", default_value_t = 100)]
     pub watch_poll_ms: u64,

@@ -12,13 +12,15 @@
 //!   batch of permissions costs a fixed number of statements, whatever its size.
 //! - [`domain`]: validated identifiers, commands, the read models and the error type.
 //!
-//! [`server`] wires the services with health and reflection; [`config`] reads flags and
+//! [`server`] wires the services with health and reflection; [`auth`] turns bearer tokens
+//! into callers; [`metrics`] serves Prometheus metrics; [`config`] reads flags and
 //! environment variables for the `grantd` binary.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -5,6 +5,7 @@ use clap::Parser;
 use grantd::{
     auth::{self, Authenticator, TokenRequest, Verifier},
     config::{Cli, Command, HealthArgs, LogFormat, MigrateAction, ServeArgs, TokenArgs},
+    metrics,
     server::{self, ServerOptions, TlsOptions},
     storage,
 };
@@ -82,6 +83,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stopping_tx.send(true);
     });
+    if let Some(address) = args.metrics_listen {
+        let metrics_listener =
+            TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} for metrics"))?;
+        let stopped = stop_requested(stopping.clone());
+        let db = db.clone();
+        tokio::spawn(async move {
+            if let Err(err) = metrics::serve(metrics_listener, db, stopped).await {
+                tracing::error!(error = %err, "metrics listener failed");
+            }
+        });
+    }
     let serving = server::serve(db, listener, options, stop_requested(stopping.clone()));
     let grace_over = async {
         stop_requested(stopping).await;

@@ -376,6 +376,7 @@ async fn list_organization_members_pages_in_user_id_order(server: TestServer) {
                 organization_id: "acme".into(),
                 page_size: 3,
                 page_token: token,
+                at_least_revision: 0,
             })
             .await
             .expect("list members")
@@ -399,6 +400,7 @@ async fn list_organization_members_pages_in_user_id_order(server: TestServer) {
             organization_id: "acme".into(),
             page_size: 1,
             page_token: String::new(),
+            at_least_revision: 0,
         })
         .await
         .expect("list")
@@ -409,6 +411,7 @@ async fn list_organization_members_pages_in_user_id_order(server: TestServer) {
             organization_id: "globex".into(),
             page_size: 1,
             page_token: acme_token,
+            at_least_revision: 0,
         })
         .await
         .expect_err("foreign token");
@@ -449,6 +452,7 @@ async fn list_user_organizations_in_organization_id_order(server: TestServer) {
                 user_id: "alice".into(),
                 page_size: 1,
                 page_token: token,
+                at_least_revision: 0,
             })
             .await
             .expect("list")

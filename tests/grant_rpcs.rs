@@ -167,6 +167,7 @@ async fn list_all(
                 resource: filter.clone(),
                 page_size: 1000,
                 page_token,
+                at_least_revision: 0,
             })
             .await
             .expect("list user permissions")
@@ -208,6 +209,7 @@ async fn organizations_of(server: &TestServer, user_id: &str) -> Vec<String> {
             user_id: user_id.into(),
             page_size: 1000,
             page_token: String::new(),
+            at_least_revision: 0,
         })
         .await
         .expect("list user organizations")
@@ -449,6 +451,7 @@ async fn a_batch_of_1000_is_granted_and_listed_back_in_pages(server: TestServer)
                 resource: None,
                 page_size: 300,
                 page_token,
+                at_least_revision: 0,
             })
             .await
             .expect("list page")
@@ -966,6 +969,7 @@ async fn list_user_permissions_filters_and_rejects_foreign_page_tokens(server: T
         resource: None,
         page_size: 2,
         page_token,
+        at_least_revision: 0,
     };
     let page = grants.list_user_permissions(first_page("alice", String::new())).await.expect("page 1").into_inner();
     assert_eq!(keys(&page.grants), keys(&everything[..2]));

@@ -13,7 +13,8 @@ backend_tests!(
     replays_stored_changes_then_delivers_new_ones_in_order,
     a_change_committed_on_one_replica_reaches_a_watcher_on_another,
     organization_filter_and_rights_apply_to_the_stream,
-    a_watcher_that_falls_behind_is_told_where_to_resume
+    a_watcher_that_falls_behind_is_told_where_to_resume,
+    reads_honour_at_least_revision
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -165,4 +166,62 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume(server: TestServer)
     for expected in (last + 1)..=end {
         assert_eq!(next(&mut resumed).await.revision, expected);
     }
+}
+
+async fn reads_honour_at_least_revision(server: TestServer) {
+    create_org(&server, "acme").await;
+    create_permission(&server, "documents:read").await;
+    add_member(&server, "acme", "alice").await;
+    let revision = grant(&server, "acme", "alice", vec!["documents:read".into()]).await;
+    let ahead = revision + 100;
+
+    let list = |at_least_revision| pb::ListUserPermissionsRequest {
+        organization_id: "acme".into(),
+        user_id: "alice".into(),
+        at_least_revision,
+        ..Default::default()
+    };
+    let grants = server.grants().list_user_permissions(list(revision)).await.expect("fresh enough").into_inner();
+    assert_eq!(grants.grants.len(), 1, "a read at the write's revision sees the write");
+    let status = server.grants().list_user_permissions(list(ahead)).await.expect_err("ahead");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains(&ahead.to_string()), "{}", status.message());
+
+    let members = |at_least_revision| pb::ListOrganizationMembersRequest {
+        organization_id: "acme".into(),
+        at_least_revision,
+        ..Default::default()
+    };
+    assert_eq!(
+        server
+            .directory()
+            .list_organization_members(members(revision))
+            .await
+            .expect("members")
+            .into_inner()
+            .members
+            .len(),
+        1
+    );
+    let status = server.directory().list_organization_members(members(ahead)).await.expect_err("ahead");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+
+    let memberships = |at_least_revision| pb::ListUserOrganizationsRequest {
+        user_id: "alice".into(),
+        at_least_revision,
+        ..Default::default()
+    };
+    assert_eq!(
+        server
+            .directory()
+            .list_user_organizations(memberships(revision))
+            .await
+            .expect("orgs")
+            .into_inner()
+            .memberships
+            .len(),
+        1
+    );
+    let status = server.directory().list_user_organizations(memberships(ahead)).await.expect_err("ahead");
+    assert_eq!(status.code(), Code::FailedPrecondition);
 }

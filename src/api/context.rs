@@ -1,15 +1,16 @@
 //! Per-request context: who is calling and under which request id, and the one place
 //! where a handler's result becomes a response (metadata, logging, status mapping).
 
-use std::future::Future;
+use std::{future::Future, time::Instant};
 
-use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tonic::{Code, Request, Response, Status, metadata::MetadataValue};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
     auth::Caller,
     domain::{Actor, Error, UserId},
+    metrics,
 };
 
 const REQUEST_ID: &str = "x-request-id";
@@ -19,6 +20,7 @@ const REQUEST_ID: &str = "x-request-id";
 pub struct RequestContext {
     pub actor: Actor,
     rpc: &'static str,
+    started: Instant,
 }
 
 impl RequestContext {
@@ -38,7 +40,7 @@ impl RequestContext {
             .filter(|value| UserId::parse(value).is_ok())
             .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
         let actor = Actor { subject, request_id, admin, organizations };
-        Ok((Self { actor, rpc }, request.into_inner()))
+        Ok((Self { actor, rpc, started: Instant::now() }, request.into_inner()))
     }
 
     /// Runs the handler body inside a span naming the RPC and request id, logs the
@@ -47,29 +49,30 @@ impl RequestContext {
         let span = tracing::info_span!("rpc", rpc = self.rpc, request_id = %self.actor.request_id, caller = %self.actor.subject);
         let result = body.instrument(span.clone()).await;
         let _entered = span.enter();
+        let result = result.map(Response::new).map_err(|err| {
+            match &err {
+                Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+                Error::Unavailable(detail) => tracing::warn!(error = %detail, "database unavailable"),
+                Error::Aborted { attempts } => tracing::warn!(attempts, "transaction aborted"),
+                other => tracing::info!(error = %other, "rejected"),
+            }
+            Status::from(err)
+        });
+        if let Some(metrics) = metrics::global() {
+            let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+            metrics.record(self.rpc, code, self.started.elapsed());
+        }
         let request_id = MetadataValue::try_from(self.actor.request_id.as_str()).ok();
-        match result {
-            Ok(message) => {
-                tracing::debug!("ok");
-                let mut response = Response::new(message);
-                if let Some(id) = request_id {
-                    response.metadata_mut().insert(REQUEST_ID, id);
-                }
+        match (result, request_id) {
+            (Ok(mut response), Some(id)) => {
+                response.metadata_mut().insert(REQUEST_ID, id);
                 Ok(response)
             }
-            Err(err) => {
-                match &err {
-                    Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-                    Error::Unavailable(detail) => tracing::warn!(error = %detail, "database unavailable"),
-                    Error::Aborted { attempts } => tracing::warn!(attempts, "transaction aborted"),
-                    other => tracing::info!(error = %other, "rejected"),
-                }
-                let mut status = Status::from(err);
-                if let Some(id) = request_id {
-                    status.metadata_mut().insert(REQUEST_ID, id);
-                }
+            (Err(mut status), Some(id)) => {
+                status.metadata_mut().insert(REQUEST_ID, id);
                 Err(status)
             }
+            (result, None) => result,
         }
     }
 }

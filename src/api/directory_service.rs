@@ -126,12 +126,15 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         let (ctx, request) = RequestContext::open("ListOrganizationMembers", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
-            let pb::ListOrganizationMembersRequest { organization_id, page_size, page_token } = request;
+            let pb::ListOrganizationMembersRequest { organization_id, page_size, page_token, at_least_revision } =
+                request;
+            let at_least_revision = i64::try_from(at_least_revision).unwrap_or(i64::MAX);
             let mut v = Violations::default();
             let organization_id = v.parse("organization_id", &organization_id, OrganizationId::parse);
             let page = v.page(page_size, &page_token);
             let (Some(organization_id), Some(page)) = (organization_id, page) else { return Err(v.into_error()) };
-            let page = self.directory.list_organization_members(actor, &organization_id, page).await?;
+            let page =
+                self.directory.list_organization_members(actor, &organization_id, page, at_least_revision).await?;
             Ok(pb::ListOrganizationMembersResponse {
                 members: page.items.into_iter().map(Into::into).collect(),
                 next_page_token: page.next_page_token,
@@ -147,12 +150,13 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         let (ctx, request) = RequestContext::open("ListUserOrganizations", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
-            let pb::ListUserOrganizationsRequest { user_id, page_size, page_token } = request;
+            let pb::ListUserOrganizationsRequest { user_id, page_size, page_token, at_least_revision } = request;
+            let at_least_revision = i64::try_from(at_least_revision).unwrap_or(i64::MAX);
             let mut v = Violations::default();
             let user_id = v.parse("user_id", &user_id, UserId::parse);
             let page = v.page(page_size, &page_token);
             let (Some(user_id), Some(page)) = (user_id, page) else { return Err(v.into_error()) };
-            let page = self.directory.list_user_organizations(actor, &user_id, page).await?;
+            let page = self.directory.list_user_organizations(actor, &user_id, page, at_least_revision).await?;
             Ok(pb::ListUserOrganizationsResponse {
                 memberships: page.items.into_iter().map(Into::into).collect(),
                 next_page_token: page.next_page_token,

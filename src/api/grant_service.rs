@@ -195,7 +195,14 @@ impl pb::grant_service_server::GrantService for GrantApi {
         let (ctx, request) = RequestContext::open("ListUserPermissions", request)?;
         let actor = ctx.actor.clone();
         ctx.reply(async {
-            let pb::ListUserPermissionsRequest { organization_id, user_id, resource, page_size, page_token } = request;
+            let pb::ListUserPermissionsRequest {
+                organization_id,
+                user_id,
+                resource,
+                page_size,
+                page_token,
+                at_least_revision,
+            } = request;
             let mut v = Violations::default();
             let organization_id = v.parse("organization_id", &organization_id, OrganizationId::parse);
             let user_id = v.parse("user_id", &user_id, UserId::parse);
@@ -214,7 +221,8 @@ impl pb::grant_service_server::GrantService for GrantApi {
             else {
                 return Err(v.into_error());
             };
-            let command = ListUserPermissions { organization_id, user_id, filter, page };
+            let at_least_revision = i64::try_from(at_least_revision).unwrap_or(i64::MAX);
+            let command = ListUserPermissions { organization_id, user_id, filter, page, at_least_revision };
             let page = self.grants.list_user_permissions(actor, command).await?;
             Ok(pb::ListUserPermissionsResponse {
                 grants: page.items.into_iter().map(Into::into).collect(),

@@ -43,6 +43,8 @@ pub struct ListUserPermissions {
     /// Only this type, and with an id only this resource.
     pub filter: Option<(ResourceType, Option<ResourceId>)>,
     pub page: Page,
+    /// 0, or the revision the answer must include.
+    pub at_least_revision: Revision,
 }
 
 /// A permission named one way or the other.

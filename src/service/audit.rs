@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     domain::{Actor, OrganizationId, Result, Revision, model::Change},
+    metrics,
     storage::{self, DatabaseConnection},
 };
 
@@ -52,9 +53,12 @@ impl Audit {
         let db = self.db.clone();
         let organization_id = organization_id.map(OrganizationId::into_string);
         tokio::spawn(async move {
+            let metrics = metrics::global();
+            metrics.inspect(|m| m.watcher_opened());
             if let Err(err) = stream_changes(db, after, organization_id, live, closed, &sender).await {
                 let _ = sender.send(Err(err)).await;
             }
+            metrics.inspect(|m| m.watcher_closed());
         });
         Ok(receiver)
     }

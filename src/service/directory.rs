@@ -153,8 +153,12 @@ impl Directory {
         actor: Actor,
         organization_id: &OrganizationId,
         page: Page,
+        at_least_revision: Revision,
     ) -> Result<ListPage<Membership>> {
         access::require(&self.db, &actor, organization_id, Need::View).await?;
+        if at_least_revision > 0 {
+            resolve::revision_at_least(&self.db, at_least_revision).await?;
+        }
         let scope = format!("members\n{organization_id}");
         let after = resolve::page_after::<1>(&page, &scope)?;
         resolve::organization(&self.db, organization_id).await?;
@@ -175,9 +179,13 @@ impl Directory {
         actor: Actor,
         user_id: &UserId,
         page: Page,
+        at_least_revision: Revision,
     ) -> Result<ListPage<Membership>> {
         if actor.subject != user_id.as_str() {
             access::require_admin(&actor, "ListUserOrganizations of another user")?;
+        }
+        if at_least_revision > 0 {
+            resolve::revision_at_least(&self.db, at_least_revision).await?;
         }
         let scope = format!("memberships\n{user_id}");
         let after = resolve::page_after::<1>(&page, &scope)?;

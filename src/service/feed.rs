@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::{
     domain::{Error, Result, Revision, model::Change},
+    metrics,
     storage::{self, DatabaseConnection},
 };
 
@@ -53,7 +54,12 @@ async fn poll(db: DatabaseConnection, interval: Duration, feed: Arc<ChangeFeed>)
     let mut last: Option<Revision> = None;
     loop {
         match poll_once(&db, &feed, last).await {
-            Ok(seen) => last = Some(seen),
+            Ok(seen) => {
+                if let Some(metrics) = metrics::global() {
+                    metrics.set_latest_revision(seen);
+                }
+                last = Some(seen);
+            }
             Err(err) => tracing::warn!(error = %err, "change feed cannot read the change log"),
         }
         tokio::select! {

@@ -245,6 +245,9 @@ impl Grants {
     /// A page of the user's grants in the organization.
     pub async fn list_user_permissions(&self, actor: Actor, cmd: ListUserPermissions) -> Result<ListPage<Grant>> {
         access::require_self_or_view(&self.db, &actor, &cmd.organization_id, &cmd.user_id).await?;
+        if cmd.at_least_revision > 0 {
+            resolve::revision_at_least(&self.db, cmd.at_least_revision).await?;
+        }
         let filter = cmd.filter.as_ref().map(|(kind, id)| ResourceFilter {
             resource_type: kind.as_str().to_owned(),
             resource_id: id.as_ref().map(|id| id.to_string()),
@@ -277,17 +280,7 @@ impl Grants {
     /// for members (a foreign key guarantees it), so a non-member is never allowed.
     pub async fn check_permission(&self, actor: Actor, cmd: CheckPermission) -> Result<CheckOutcome> {
         access::require_self_or_view(&self.db, &actor, &cmd.organization_id, &cmd.user_id).await?;
-        let revision = storage::changes::current_revision(&self.db).await?;
-        if cmd.at_least_revision > revision {
-            return Err(Error::FailedPrecondition {
-                reason: "REVISION_AHEAD",
-                subject: "at_least_revision".into(),
-                message: format!(
-                    "at_least_revision {} is ahead of the latest committed revision {revision}",
-                    cmd.at_least_revision
-                ),
-            });
-        }
+        let revision = resolve::revision_at_least(&self.db, cmd.at_least_revision).await?;
         let key = match &cmd.permission {
             PermissionRef::Id(id) => PermissionKey::Id(*id),
             PermissionRef::Name(name) => PermissionKey::Name(name.to_string()),

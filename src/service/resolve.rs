@@ -3,7 +3,10 @@
 use uuid::Uuid;
 
 use crate::{
-    domain::{Error, FieldViolation, OrganizationId, Result, commands::PermissionRefs, model::Permission, page::Page},
+    domain::{
+        Error, FieldViolation, OrganizationId, Result, Revision, commands::PermissionRefs, model::Permission,
+        page::Page,
+    },
     storage::{self, ConnectionTrait},
 };
 
@@ -58,4 +61,18 @@ pub fn not_found_organization(id: &OrganizationId) -> Error {
 
 pub fn ids(permissions: &[Permission]) -> Vec<Uuid> {
     permissions.iter().map(|p| p.id).collect()
+}
+
+/// The latest committed revision, provided it is at least `at_least` (what a caller
+/// asking to read its own writes needs); FAILED_PRECONDITION when it asks for more.
+pub async fn revision_at_least(conn: &impl ConnectionTrait, at_least: Revision) -> Result<Revision> {
+    let revision = storage::changes::current_revision(conn).await?;
+    if at_least > revision {
+        return Err(Error::FailedPrecondition {
+            reason: "REVISION_AHEAD",
+            subject: "at_least_revision".into(),
+            message: format!("at_least_revision {at_least} is ahead of the latest committed revision {revision}"),
+        });
+    }
+    Ok(revision)
 }

@@ -1,0 +1,141 @@
+//! Prometheus metrics, served on their own listener (`--metrics-listen`) so that the
+//! gRPC port stays gRPC-only.
+//!
+//! The registry is process-wide: requests, latencies and the feed's high-water mark are
+//! recorded where they happen; pool gauges are read when scraped.
+
+use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+
+use axum::{Router, extract::State, routing::get};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+
+use crate::storage::DatabaseConnection;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    pool_connections: IntGauge,
+    pool_idle: IntGauge,
+    latest_revision: IntGauge,
+    watchers: IntGauge,
+}
+
+/// The process's metrics; `None` only if the registry could not be built, which the
+/// log then says once.
+pub fn global() -> Option<&'static Metrics> {
+    static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
+    METRICS
+        .get_or_init(|| Metrics::new().map_err(|err| tracing::error!(error = %err, "metrics are disabled")).ok())
+        .as_ref()
+}
+
+impl Metrics {
+    fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("grantd".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Finished gRPC requests by method and status code"),
+            &["rpc", "code"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("request_duration_seconds", "gRPC request latency by method").buckets(vec![
+                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["rpc"],
+        )?;
+        let pool_connections = IntGauge::new("db_pool_connections", "Open database connections")?;
+        let pool_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
+        let latest_revision = IntGauge::new("latest_revision", "Latest committed revision seen by the change feed")?;
+        let watchers = IntGauge::new("watchers", "Open WatchChanges streams")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(pool_connections.clone()))?;
+        registry.register(Box::new(pool_idle.clone()))?;
+        registry.register(Box::new(latest_revision.clone()))?;
+        registry.register(Box::new(watchers.clone()))?;
+        Ok(Self { registry, requests, latency, pool_connections, pool_idle, latest_revision, watchers })
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, rpc: &str, code: tonic::Code, elapsed: Duration) {
+        self.requests.with_label_values(&[rpc, code_name(code)]).inc();
+        self.latency.with_label_values(&[rpc]).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_latest_revision(&self, revision: i64) {
+        self.latest_revision.set(revision);
+    }
+
+    pub fn watcher_opened(&self) {
+        self.watchers.inc();
+    }
+
+    pub fn watcher_closed(&self) {
+        self.watchers.dec();
+    }
+
+    fn render(&self, db: &DatabaseConnection) -> String {
+        let (size, idle) = pool_state(db);
+        self.pool_connections.set(size);
+        self.pool_idle.set(idle);
+        let mut buffer = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(error = %err, "cannot encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+fn pool_state(db: &DatabaseConnection) -> (i64, i64) {
+    match db {
+        DatabaseConnection::SqlxPostgresPoolConnection(_) => {
+            let pool = db.get_postgres_connection_pool();
+            (i64::from(pool.size()), i64::try_from(pool.num_idle()).unwrap_or(i64::MAX))
+        }
+        DatabaseConnection::SqlxSqlitePoolConnection(_) => {
+            let pool = db.get_sqlite_connection_pool();
+            (i64::from(pool.size()), i64::try_from(pool.num_idle()).unwrap_or(i64::MAX))
+        }
+        _ => (0, 0),
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    db: DatabaseConnection,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(%address, "serving metrics");
+    let app = Router::new().route("/metrics", get(scrape)).with_state(db);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn scrape(State(db): State<DatabaseConnection>) -> String {
+    global().map(|metrics| metrics.render(&db)).unwrap_or_default()
+}

@@ -1,0 +1,73 @@
+//! Prometheus metrics, scraped over HTTP as Prometheus would.
+
+mod common;
+
+use common::{Backend, TestServer, create_org, proto as pb};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+async fn scrape(address: std::net::SocketAddr) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the sample line that starts with `series`, if any.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find(|line| line.starts_with(series)).and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_latencies_pool_and_revision_are_exported() {
+    let Some(server) = TestServer::start(Backend::Sqlite, "metrics::exported").await else { return };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(grantd::metrics::serve(listener, server.db.clone(), std::future::pending()));
+
+    create_org(&server, "acme").await;
+    let status = server
+        .directory()
+        .create_organization(pb::CreateOrganizationRequest { id: "acme".into(), display_name: String::new() })
+        .await
+        .expect_err("taken");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    let mut watch = server
+        .audit()
+        .watch_changes(pb::WatchChangesRequest { after_revision: 0, organization_id: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("first change").expect("a change");
+
+    let metrics = scrape(address).await;
+    let ok = r#"grantd_requests_total{code="OK",rpc="CreateOrganization"}"#;
+    let taken = r#"grantd_requests_total{code="ALREADY_EXISTS",rpc="CreateOrganization"}"#;
+    assert!(sample(&metrics, ok) >= Some(1.0), "{metrics}");
+    assert!(sample(&metrics, taken) >= Some(1.0), "{metrics}");
+    assert!(
+        sample(&metrics, r#"grantd_request_duration_seconds_count{rpc="CreateOrganization"}"#) >= Some(2.0),
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "grantd_db_pool_connections ") >= Some(1.0), "{metrics}");
+    assert!(sample(&metrics, "grantd_db_pool_idle_connections ").is_some(), "{metrics}");
+    assert!(sample(&metrics, "grantd_watchers ") >= Some(1.0), "{metrics}");
+
+    // The feed's high-water mark follows commits.
+    let mut revision = None;
+    for _ in 0..50 {
+        revision = sample(&scrape(address).await, "grantd_latest_revision ");
+        if revision >= Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(revision, Some(1.0));
+}
