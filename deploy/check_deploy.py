@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 
 import yaml
@@ -127,8 +128,11 @@ def main(binary: str) -> int:
             check(c[probe].get("grpc", {}).get("port") == ports["grpc"], f"{probe} is a gRPC probe on the container port")
         live = c["livenessProbe"]
         check((live.get("grpc") or live.get("tcpSocket") or {}).get("port") == ports["grpc"], "livenessProbe on the container port")
-        target = svc["spec"]["ports"][0]["targetPort"]
-        check(target in ports or target in ports.values(), "Service targetPort is the container port")
+        for sp in svc["spec"]["ports"]:
+            target = sp["targetPort"]
+            check(target in ports or target in ports.values(), f"Service port {sp['name']} targets a container port")
+        if "GRANTD_METRICS_LISTEN" in env:
+            check(env["GRANTD_METRICS_LISTEN"]["value"].endswith(f":{ports.get('metrics')}"), "GRANTD_METRICS_LISTEN port = metrics containerPort")
         sc = dep["spec"]["template"]["spec"]["securityContext"]
         check(sc.get("runAsNonRoot") is True and sc.get("runAsUser") == 10001, "pods run as the image's non-root user")
         grace = int(env.get("GRANTD_SHUTDOWN_GRACE_MS", {}).get("value", "10000")) / 1000
@@ -175,6 +179,12 @@ def live_check(binary: str, env: dict[str, str], health: list[str]) -> None:
             GRANTD_DATABASE_URL=admin_url.rsplit("/", 1)[0] + f"/{db}",
             GRANTD_JWT_HS256_SECRET_FILE=str(secret),
         )
+        metrics_port = None
+        if "GRANTD_METRICS_LISTEN" in env:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                metrics_port = s.getsockname()[1]
+            run_env["GRANTD_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
         proc = subprocess.Popen([binary, "serve"], env=run_env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             probe = [binary, *health[1:]] if health else [binary, "health"]
@@ -190,6 +200,13 @@ def live_check(binary: str, env: dict[str, str], health: list[str]) -> None:
             check(answer is not None and answer.returncode == 0, f"`{shlex.join(probe[1:])}` answers SERVING for grantd started with the Deployment's env over PostgreSQL")
             token = subprocess.run([binary, "token", "--subject", "root", "--admin"], env=run_env, capture_output=True, text=True)
             check(token.returncode == 0 and token.stdout.count(".") == 2, "`grantd token` mints with the secret file named by the Deployment's env")
+            if metrics_port is not None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+                        body = r.read().decode()
+                except OSError as e:
+                    body = str(e)
+                check("grantd_" in body, "GRANTD_METRICS_LISTEN serves Prometheus metrics at /metrics")
         finally:
             proc.terminate()
             try:
