@@ -24,3 +24,4 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod telemetry;

@@ -8,10 +8,10 @@ use grantd::{
     metrics,
     server::{self, ServerOptions, TlsOptions},
     storage::{self, PoolOptions},
+    telemetry,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-use tracing_subscriber::EnvFilter;
 
 /// How often key files (secret, PEM, JWKS) are read again, for rotation.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Migrate { action, database } => {
-            init_tracing(LogFormat::Text);
+            let _telemetry = telemetry::init(LogFormat::Text);
             let db = storage::connect(&database.database_url, &database.pool_options())
                 .await
                 .context("cannot open the database")?;
@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    let _telemetry = telemetry::init(args.log_format);
     let authenticator = authenticator(&args)?;
     let tls = match (&args.tls.tls_cert, &args.tls.tls_key) {
         (Some(cert), Some(key)) => Some(TlsOptions {
@@ -202,15 +202,6 @@ fn token(args: &TokenArgs) -> anyhow::Result<String> {
         audience: args.jwt_audience.clone(),
     };
     Ok(auth::mint(&secret, &request)?)
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM; the server then stops accepting and drains.

@@ -1,0 +1,79 @@
+//! Logging, and with the `otlp` cargo feature, span export over OTLP/gRPC.
+//!
+//! Export starts only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
+//! OpenTelemetry variables configure the rest: `OTEL_SERVICE_NAME`, headers, timeouts).
+
+use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::LogFormat;
+
+/// Keeps span export running; dropping it flushes what is buffered.
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            tracing::warn!(error = %err, "cannot flush exported spans");
+        }
+    }
+}
+
+/// Installs the global subscriber: `RUST_LOG` filtering (default `info`), lines in
+/// `format`, and OTLP export when compiled in and configured.
+pub fn init(format: LogFormat) -> Telemetry {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines: BoxedLayer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+    };
+    #[cfg(feature = "otlp")]
+    {
+        let export = otlp::layer();
+        let (layers, provider, problem) = match export {
+            Ok(Some((export, provider))) => (vec![lines, export], Some(provider), None),
+            Ok(None) => (vec![lines], None, None),
+            Err(err) => (vec![lines], None, Some(err)),
+        };
+        tracing_subscriber::registry().with(layers).with(filter).init();
+        if let Some(err) = problem {
+            tracing::warn!(error = %err, "OTLP span export is disabled");
+        }
+        Telemetry { provider }
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        tracing_subscriber::registry().with(vec![lines]).with(filter).init();
+        Telemetry {}
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+#[cfg(feature = "otlp")]
+mod otlp {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+    use tracing_subscriber::Layer;
+
+    use super::BoxedLayer;
+
+    /// The export layer, when `OTEL_EXPORTER_OTLP_ENDPOINT` asks for one.
+    pub fn layer() -> Result<Option<(BoxedLayer, SdkTracerProvider)>, opentelemetry_otlp::ExporterBuildError> {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+            return Ok(None);
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(Resource::builder().with_service_name("grantd").build())
+            .build();
+        let tracer = provider.tracer("grantd");
+        Ok(Some((tracing_opentelemetry::layer().with_tracer(tracer).boxed(), provider)))
+    }
+}
