@@ -10,7 +10,7 @@ use axum::{Router, extract::State, routing::get};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
-use crate::storage::DatabaseConnection;
+use crate::storage::{self, DatabaseConnection};
 
 pub struct Metrics {
     registry: Registry,
@@ -19,6 +19,7 @@ pub struct Metrics {
     pool_connections: IntGauge,
     pool_idle: IntGauge,
     latest_revision: IntGauge,
+    watch_lag: IntGauge,
     watchers: IntGauge,
 }
 
@@ -47,14 +48,19 @@ impl Metrics {
         let pool_connections = IntGauge::new("db_pool_connections", "Open database connections")?;
         let pool_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
         let latest_revision = IntGauge::new("latest_revision", "Latest committed revision seen by the change feed")?;
+        let watch_lag = IntGauge::new(
+            "watch_lag_revisions",
+            "Revisions committed in the database that this process's change feed has not read yet",
+        )?;
         let watchers = IntGauge::new("watchers", "Open WatchChanges streams")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
         registry.register(Box::new(pool_idle.clone()))?;
         registry.register(Box::new(latest_revision.clone()))?;
+        registry.register(Box::new(watch_lag.clone()))?;
         registry.register(Box::new(watchers.clone()))?;
-        Ok(Self { registry, requests, latency, pool_connections, pool_idle, latest_revision, watchers })
+        Ok(Self { registry, requests, latency, pool_connections, pool_idle, latest_revision, watch_lag, watchers })
     }
 
     /// Records one finished request.
@@ -75,7 +81,11 @@ impl Metrics {
         self.watchers.dec();
     }
 
-    fn render(&self, db: &DatabaseConnection) -> String {
+    async fn render(&self, db: &DatabaseConnection) -> String {
+        match storage::changes::current_revision(db).await {
+            Ok(committed) => self.watch_lag.set((committed - self.latest_revision.get()).max(0)),
+            Err(err) => tracing::warn!(error = %err, "cannot read the committed revision for metrics"),
+        }
         let (size, idle) = pool_state(db);
         self.pool_connections.set(size);
         self.pool_idle.set(idle);
@@ -137,5 +147,8 @@ pub async fn serve(
 }
 
 async fn scrape(State(db): State<DatabaseConnection>) -> String {
-    global().map(|metrics| metrics.render(&db)).unwrap_or_default()
+    match global() {
+        Some(metrics) => metrics.render(&db).await,
+        None => String::new(),
+    }
 }

@@ -59,6 +59,7 @@ async fn requests_latencies_pool_and_revision_are_exported() {
     assert!(sample(&metrics, "grantd_db_pool_connections ") >= Some(1.0), "{metrics}");
     assert!(sample(&metrics, "grantd_db_pool_idle_connections ").is_some(), "{metrics}");
     assert!(sample(&metrics, "grantd_watchers ") >= Some(1.0), "{metrics}");
+    assert!(sample(&metrics, "grantd_watch_lag_revisions ").is_some(), "{metrics}");
 
     // The feed's high-water mark follows commits.
     let mut revision = None;
@@ -70,4 +71,6 @@ async fn requests_latencies_pool_and_revision_are_exported() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(revision, Some(1.0));
+    // Once the feed has read revision 1, nothing committed is left unread.
+    assert_eq!(sample(&scrape(address).await, "grantd_watch_lag_revisions "), Some(0.0));
 }
