@@ -1,0 +1,507 @@
+//! `grantd-bench`: a load generator for a running grantd.
+//!
+//! It seeds its own data under a fresh organization id (excluded from the timing), then
+//! runs one scenario with N concurrent tasks spread round-robin over M HTTP/2
+//! connections, and reports requests, errors by gRPC code, requests/s and latency
+//! percentiles as a table and as one JSON line.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use futures::{StreamExt, TryStreamExt, stream};
+use grantd::api::pb::{
+    AddUserPermissionsRequest, AddUserToOrganizationRequest, CheckPermissionRequest, CreateOrganizationRequest,
+    CreatePermissionRequest, ListUserPermissionsRequest, RemoveUserFromOrganizationRequest,
+    RemoveUserPermissionsRequest, Resource, check_permission_request::Permission,
+    directory_service_client::DirectoryServiceClient, grant_service_client::GrantServiceClient,
+};
+use tonic::{
+    Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+
+/// The resource type of every grant the tool makes.
+const RESOURCE_TYPE: &str = "bench_doc";
+/// The largest permission list one request may carry.
+const MAX_LIST: usize = 1_000;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "grantd-bench", about = "Load generator for a running grantd")]
+struct Args {
+    /// What to run.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// The grantd to load (plain HTTP/2).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// An admin bearer token (`grantd token --subject bench --admin`).
+    #[arg(long, env = "GRANTD_TOKEN", hide_env_values = true)]
+    token: String,
+    /// HTTP/2 connections to open.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Concurrent tasks, spread round-robin over the connections.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Run for this long (90s, 5m, ...). Default 10s unless --requests is given.
+    #[arg(long, value_parser = grantd::config::parse_duration)]
+    duration: Option<Duration>,
+    /// Stop after this many requests in total (per batch size for add-batch).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// add-batch: permissions per request, each size run in turn.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    batch: Vec<usize>,
+    /// remove-user: grants each removed user holds.
+    #[arg(long, default_value_t = 10)]
+    grants: usize,
+    /// Grants seeded before the run (check, list, remove and mixed read or remove them).
+    #[arg(long, default_value_t = 10_000)]
+    existing_grants: usize,
+    /// Members of the benchmark organization that hold the grants.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// remove-user: users to seed when running for a --duration (with --requests, that many).
+    #[arg(long, default_value_t = 2_000)]
+    seed_users: usize,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// AddUserPermissions of one permission on a fresh (user, resource).
+    Add,
+    /// AddUserPermissions of --batch permissions on a fresh (user, resource).
+    AddBatch,
+    /// CheckPermission (by name) of seeded grants.
+    Check,
+    /// ListUserPermissions (page_size 100) of seeded users.
+    List,
+    /// RemoveUserPermissions of one seeded grant per call.
+    Remove,
+    /// RemoveUserFromOrganization of a seeded user holding --grants grants.
+    RemoveUser,
+    /// 90% check, 10% add.
+    Mixed,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Add => "add",
+            Scenario::AddBatch => "add-batch",
+            Scenario::Check => "check",
+            Scenario::List => "list",
+            Scenario::Remove => "remove",
+            Scenario::RemoveUser => "remove-user",
+            Scenario::Mixed => "mixed",
+        }
+    }
+}
+
+/// Sends `authorization: Bearer <token>` with every call.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+/// One seeded AddUserPermissions call: a user holding `permissions` (indices into the
+/// catalog, from 0) on one resource.
+#[derive(Clone, Debug)]
+struct Seeded {
+    user: String,
+    resource: String,
+    permissions: usize,
+}
+
+/// What every task shares.
+#[derive(Clone)]
+struct Plan {
+    org: String,
+    catalog: Vec<String>,
+    users: Vec<String>,
+    seeded: Vec<Seeded>,
+    /// remove: every seeded (grant index into `seeded`, permission index).
+    singles: Vec<(usize, usize)>,
+    /// remove-user: the users to remove, in order.
+    doomed: Vec<String>,
+    batch: usize,
+}
+
+#[derive(Default)]
+struct TaskResult {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.connections == 0 || args.clients == 0 {
+        bail!("--connections and --clients must be at least 1");
+    }
+    if args.scenario == Scenario::AddBatch && args.batch.iter().any(|&b| b == 0 || b > MAX_LIST) {
+        bail!("--batch sizes must be 1-{MAX_LIST}");
+    }
+    let bearer = Bearer(format!("Bearer {}", args.token.trim()).parse().context("the token is not ASCII")?);
+    let mut channels = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let channel = Endpoint::from_shared(format!("http://{}", args.addr))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", args.addr))?;
+        channels.push(channel);
+    }
+    let grants: Vec<_> =
+        channels.iter().map(|c| GrantServiceClient::with_interceptor(c.clone(), bearer.clone())).collect();
+    let directory = DirectoryServiceClient::with_interceptor(channels[0].clone(), bearer.clone());
+
+    let started = Instant::now();
+    let plan = seed(&args, directory, grants[0].clone()).await.context("seeding failed")?;
+    eprintln!(
+        "seeded org {} ({} permissions, {} users, {} grants) in {:.1}s",
+        plan.org,
+        plan.catalog.len(),
+        plan.users.len() + plan.doomed.len(),
+        plan.seeded.iter().map(|s| s.permissions).sum::<usize>() + plan.doomed.len() * args.grants,
+        started.elapsed().as_secs_f64()
+    );
+
+    let batches = if args.scenario == Scenario::AddBatch { args.batch.clone() } else { vec![1] };
+    for batch in batches {
+        let plan = Arc::new(Plan { batch, ..plan.clone() });
+        let report = run(&args, &grants, plan).await?;
+        report.print(&args, batch);
+    }
+    Ok(())
+}
+
+/// Creates the organization, the catalog, the members and the existing grants.
+async fn seed(
+    args: &Args,
+    mut directory: DirectoryServiceClient<Authed>,
+    grants: GrantServiceClient<Authed>,
+) -> anyhow::Result<Plan> {
+    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let org = prefix.clone();
+    directory
+        .create_organization(CreateOrganizationRequest { id: org.clone(), display_name: "grantd-bench".into() })
+        .await?;
+    let catalog_size = match args.scenario {
+        Scenario::AddBatch => args.batch.iter().copied().max().unwrap_or(1).max(100),
+        Scenario::RemoveUser => args.grants.clamp(1, MAX_LIST).max(100),
+        _ => 100,
+    };
+    let catalog: Vec<String> = (0..catalog_size).map(|i| format!("{prefix}:p{i:04}")).collect();
+    let parallel = args.clients.clamp(1, 16);
+    stream::iter(catalog.iter().cloned())
+        .map(|name| {
+            let mut directory = directory.clone();
+            async move { directory.create_permission(CreatePermissionRequest { name, description: String::new() }).await }
+        })
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let users: Vec<String> = (0..args.users.max(1)).map(|i| format!("{prefix}-u{i:05}")).collect();
+    let doomed: Vec<String> = if args.scenario == Scenario::RemoveUser {
+        let count = args.requests.map(|r| r as usize).unwrap_or(args.seed_users);
+        (0..count).map(|i| format!("{prefix}-x{i:06}")).collect()
+    } else {
+        Vec::new()
+    };
+    stream::iter(users.iter().chain(doomed.iter()).cloned())
+        .map(|user_id| {
+            let mut directory = directory.clone();
+            let organization_id = org.clone();
+            async move {
+                directory.add_user_to_organization(AddUserToOrganizationRequest { organization_id, user_id }).await
+            }
+        })
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    // Existing grants, in calls of up to the whole catalog each.
+    let mut wanted = match args.scenario {
+        Scenario::Check | Scenario::List | Scenario::Mixed => args.existing_grants.max(1),
+        Scenario::Remove => args.existing_grants.max(args.requests.unwrap_or(0) as usize).max(1),
+        _ => args.existing_grants,
+    };
+    let mut seeded = Vec::new();
+    let per_call = catalog.len().min(MAX_LIST);
+    let mut k = 0usize;
+    while wanted > 0 {
+        let permissions = wanted.min(per_call);
+        seeded.push(Seeded { user: users[k % users.len()].clone(), resource: format!("seed-{k}"), permissions });
+        wanted -= permissions;
+        k += 1;
+    }
+    // remove-user: each doomed user holds --grants grants.
+    let mut doomed_calls = Vec::new();
+    for user in &doomed {
+        let mut left = args.grants;
+        let mut r = 0;
+        while left > 0 {
+            let permissions = left.min(per_call);
+            doomed_calls.push(Seeded { user: user.clone(), resource: format!("doomed-{r}"), permissions });
+            left -= permissions;
+            r += 1;
+        }
+    }
+    stream::iter(seeded.iter().chain(doomed_calls.iter()).cloned())
+        .map(|s| {
+            let mut grants = grants.clone();
+            let request = AddUserPermissionsRequest {
+                organization_id: org.clone(),
+                user_id: s.user,
+                permission_ids: Vec::new(),
+                permission_names: catalog[..s.permissions].to_vec(),
+                resource: Some(Resource { r#type: RESOURCE_TYPE.into(), id: s.resource }),
+            };
+            async move { grants.add_user_permissions(request).await }
+        })
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let singles = if args.scenario == Scenario::Remove {
+        seeded.iter().enumerate().flat_map(|(i, s)| (0..s.permissions).map(move |p| (i, p))).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Plan { org, catalog, users, seeded, singles, doomed, batch: 1 })
+}
+
+struct Report {
+    scenario: Scenario,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+}
+
+async fn run(args: &Args, grants: &[GrantServiceClient<Authed>], plan: Arc<Plan>) -> anyhow::Result<Report> {
+    let duration = match (args.duration, args.requests) {
+        (None, None) => Some(Duration::from_secs(10)),
+        (d, _) => d,
+    };
+    let limit = args.requests.unwrap_or(u64::MAX);
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = duration.map(|d| started + d);
+    let mut tasks = Vec::with_capacity(args.clients);
+    for task in 0..args.clients {
+        let client = grants[task % grants.len()].clone();
+        let plan = plan.clone();
+        let issued = issued.clone();
+        let scenario = args.scenario;
+        tasks.push(tokio::spawn(async move {
+            let mut result = TaskResult::default();
+            let mut client = client;
+            loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= limit {
+                    break;
+                }
+                let begin = Instant::now();
+                let outcome = call(&mut client, &plan, scenario, task, n).await;
+                result.latencies.push(begin.elapsed());
+                if let Err(status) = outcome {
+                    *result.errors.entry(format!("{:?}", status.code())).or_default() += 1;
+                }
+            }
+            result
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = BTreeMap::new();
+    for task in tasks {
+        let result = task.await.context("a client task panicked")?;
+        latencies.extend(result.latencies);
+        for (code, count) in result.errors {
+            *errors.entry(code).or_default() += count;
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok(Report { scenario: args.scenario, elapsed, latencies, errors })
+}
+
+fn resource(id: String) -> Option<Resource> {
+    Some(Resource { r#type: RESOURCE_TYPE.into(), id })
+}
+
+/// One request of the scenario; `n` is the global request number.
+async fn call(
+    client: &mut GrantServiceClient<Authed>,
+    plan: &Plan,
+    scenario: Scenario,
+    task: usize,
+    n: u64,
+) -> Result<(), Status> {
+    let scenario = match scenario {
+        Scenario::Mixed if rand::random_range(0..10) == 0 => Scenario::Add,
+        Scenario::Mixed => Scenario::Check,
+        other => other,
+    };
+    match scenario {
+        Scenario::Add | Scenario::AddBatch => {
+            let user = &plan.users[n as usize % plan.users.len()];
+            let size = if scenario == Scenario::Add { 1 } else { plan.batch };
+            client
+                .add_user_permissions(AddUserPermissionsRequest {
+                    organization_id: plan.org.clone(),
+                    user_id: user.clone(),
+                    permission_ids: Vec::new(),
+                    permission_names: plan.catalog[..size].to_vec(),
+                    resource: resource(format!("b{}-t{task}-n{n}", plan.batch)),
+                })
+                .await?;
+        }
+        Scenario::Check => {
+            let s = &plan.seeded[rand::random_range(0..plan.seeded.len())];
+            let permission = &plan.catalog[rand::random_range(0..s.permissions)];
+            let answer = client
+                .check_permission(CheckPermissionRequest {
+                    organization_id: plan.org.clone(),
+                    user_id: s.user.clone(),
+                    permission: Some(Permission::PermissionName(permission.clone())),
+                    resource: resource(s.resource.clone()),
+                    at_least_revision: 0,
+                })
+                .await?;
+            if !answer.get_ref().allowed {
+                return Err(Status::internal("a seeded grant was not allowed"));
+            }
+        }
+        Scenario::List => {
+            let user = &plan.users[rand::random_range(0..plan.users.len())];
+            client
+                .list_user_permissions(ListUserPermissionsRequest {
+                    organization_id: plan.org.clone(),
+                    user_id: user.clone(),
+                    resource: None,
+                    page_size: 100,
+                    page_token: String::new(),
+                    at_least_revision: 0,
+                })
+                .await?;
+        }
+        Scenario::Remove => {
+            // Past the seeded grants (a long --duration) it wraps and removes nothing.
+            let (i, p) = plan.singles[n as usize % plan.singles.len()];
+            let s = &plan.seeded[i];
+            client
+                .remove_user_permissions(RemoveUserPermissionsRequest {
+                    organization_id: plan.org.clone(),
+                    user_id: s.user.clone(),
+                    permission_ids: Vec::new(),
+                    permission_names: vec![plan.catalog[p].clone()],
+                    resource: resource(s.resource.clone()),
+                })
+                .await?;
+        }
+        Scenario::RemoveUser => {
+            let user = &plan.doomed[n as usize % plan.doomed.len()];
+            client
+                .remove_user_from_organization(RemoveUserFromOrganizationRequest {
+                    organization_id: plan.org.clone(),
+                    user_id: user.clone(),
+                    allow_missing: true,
+                })
+                .await?;
+        }
+        Scenario::Mixed => unreachable!("mixed picks check or add above"),
+    }
+    Ok(())
+}
+
+impl Report {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+
+    fn print(&self, args: &Args, batch: usize) {
+        let requests = self.latencies.len() as u64;
+        let errors: u64 = self.errors.values().sum();
+        let rps = requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON);
+        let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1_000.0;
+        let (p50, p90, p99) = (self.percentile(50.0), self.percentile(90.0), self.percentile(99.0));
+        let max = self.latencies.last().copied().unwrap_or_default();
+        let scenario = self.scenario.name();
+        let label = if self.scenario == Scenario::AddBatch {
+            format!("{scenario} (batch {batch})")
+        } else {
+            scenario.to_owned()
+        };
+        println!("scenario     {label}");
+        println!("connections  {}  clients {}", args.connections, args.clients);
+        println!("requests     {requests}  errors {errors}  elapsed {:.3}s", self.elapsed.as_secs_f64());
+        for (code, count) in &self.errors {
+            println!("  error      {code}: {count}");
+        }
+        println!("requests/s   {rps:.1}");
+        println!("latency ms   p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}", ms(p50), ms(p90), ms(p99), ms(max));
+        let line = JsonLine {
+            scenario,
+            batch: (self.scenario == Scenario::AddBatch).then_some(batch),
+            connections: args.connections,
+            clients: args.clients,
+            requests,
+            errors,
+            errors_by_code: &self.errors,
+            elapsed_s: self.elapsed.as_secs_f64(),
+            requests_per_s: (rps * 10.0).round() / 10.0,
+            latency_ms: Latency { p50: ms(p50), p90: ms(p90), p99: ms(p99), max: ms(max) },
+        };
+        let line = serde_json::to_string(&line).expect("a report serializes");
+        println!("{line}");
+    }
+}
+
+/// The machine-readable report: one line, `scenario` first.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    scenario: &'a str,
+    batch: Option<usize>,
+    connections: usize,
+    clients: usize,
+    requests: u64,
+    errors: u64,
+    errors_by_code: &'a BTreeMap<String, u64>,
+    elapsed_s: f64,
+    requests_per_s: f64,
+    latency_ms: Latency,
+}
+
+#[derive(serde::Serialize)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
