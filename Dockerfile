@@ -16,10 +16,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY migrations/Cargo.toml migrations/Cargo.toml
 COPY proto proto
-# Cargo.toml declares [[test]] fuzz_validation: cargo refuses the manifest unless that
-# file exists, so a placeholder stays for both builds (tests are not built here).
-RUN mkdir -p src migrations/src tests \
+# Cargo.toml declares [[test]] fuzz_validation and [[bin]] grantd-bench: cargo refuses
+# the manifest unless those files exist, so placeholders stay for both builds (tests
+# and the load generator are not built here).
+RUN mkdir -p src/bin migrations/src tests \
     && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > src/bin/grantd-bench.rs \
     && touch src/lib.rs migrations/src/lib.rs tests/fuzz_validation.rs \
     && cargo build --release --locked \
     && rm -rf src migrations/src
