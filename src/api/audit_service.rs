@@ -4,10 +4,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{context::RequestContext, convert, pb, validate::Violations};
-use crate::{
-    domain::{OrganizationId, page::page_size},
-    service::Audit,
-};
+use crate::service::Audit;
 
 pub struct AuditApi {
     audit: Audit,
@@ -32,15 +29,10 @@ impl pb::audit_service_server::AuditService for AuditApi {
         ctx.reply(async {
             let pb::WatchChangesRequest { after_revision, organization_id } = request;
             let mut v = Violations::default();
-            let organization_id = if organization_id.is_empty() {
-                None
-            } else {
-                let Some(id) = v.parse("organization_id", &organization_id, OrganizationId::parse) else {
-                    return Err(v.into_error());
-                };
-                Some(id)
+            let Some(organization_id) = v.optional_organization("organization_id", &organization_id) else {
+                return Err(v.into_error());
             };
-            let after = i64::try_from(after_revision).unwrap_or(i64::MAX);
+            let after = convert::revision_from_wire(after_revision);
             let changes = self.audit.watch(actor, after, organization_id).await?;
             let stream = ReceiverStream::new(changes).map(|change| match change {
                 Ok(change) => Ok(pb::WatchChangesResponse { change: Some(change.into()) }),
@@ -60,14 +52,10 @@ impl pb::audit_service_server::AuditService for AuditApi {
         ctx.reply(async {
             let pb::ListChangesRequest { after_revision, organization_id, page_size: raw_page_size } = request;
             let mut v = Violations::default();
-            let organization_id = if organization_id.is_empty() {
-                Some(None)
-            } else {
-                v.parse("organization_id", &organization_id, OrganizationId::parse).map(Some)
-            };
-            let limit = page_size(raw_page_size).map_err(|e| v.add(e.field, e.description)).ok();
+            let organization_id = v.optional_organization("organization_id", &organization_id);
+            let limit = v.page(raw_page_size, "").map(|page| page.size);
             let (Some(organization_id), Some(limit)) = (organization_id, limit) else { return Err(v.into_error()) };
-            let after = i64::try_from(after_revision).unwrap_or(i64::MAX);
+            let after = convert::revision_from_wire(after_revision);
             let (changes, latest) = self.audit.list_changes(actor, after, organization_id.as_ref(), limit).await?;
             Ok(pb::ListChangesResponse {
                 changes: changes.into_iter().map(Into::into).collect(),

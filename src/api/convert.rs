@@ -15,6 +15,11 @@ pub fn revision(revision: i64) -> u64 {
     u64::try_from(revision).unwrap_or(0)
 }
 
+/// A revision a client sent; one beyond what the database can hold is simply far ahead.
+pub fn revision_from_wire(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
+}
+
 impl From<Grant> for pb::Grant {
     fn from(g: Grant) -> Self {
         pb::Grant {

@@ -34,6 +34,11 @@ impl Violations {
         Page::parse(page_size, page_token).map_err(|v| self.add(v.field, v.description)).ok()
     }
 
+    /// An optional organization filter: `Some(None)` when empty, `None` when malformed.
+    pub fn optional_organization(&mut self, field: &str, value: &str) -> Option<Option<OrganizationId>> {
+        if value.is_empty() { Some(None) } else { self.parse(field, value, OrganizationId::parse).map(Some) }
+    }
+
     pub fn uuid(&mut self, field: &str, value: &str) -> Option<Uuid> {
         Uuid::parse_str(value).map_err(|_| self.add(field, "must be a UUID")).ok()
     }

@@ -15,7 +15,7 @@ pub const MAX_PAGE_SIZE: u64 = 1_000;
 
 /// `page_size` as AIP-158 reads it: 0 means the default, larger than the maximum means
 /// the maximum, negative is an error.
-pub fn page_size(raw: i32) -> Result<u64, FieldViolation> {
+fn page_size(raw: i32) -> Result<u64, FieldViolation> {
     match raw {
         0 => Ok(DEFAULT_PAGE_SIZE),
         n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),

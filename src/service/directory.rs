@@ -14,8 +14,6 @@ use crate::{
     storage::{self, DatabaseConnection, Lock, changes::NewChange, grants::Selection},
 };
 
-pub use super::catalog::PermissionDeletion;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganizationDeletion {
     pub removed_member_count: u64,

@@ -12,7 +12,8 @@ mod resolve;
 use std::future::Future;
 
 pub use audit::Audit;
-pub use directory::{Directory, MembershipOutcome, OrganizationDeletion, PermissionDeletion};
+pub use catalog::PermissionDeletion;
+pub use directory::{Directory, MembershipOutcome, OrganizationDeletion};
 pub use feed::ChangeFeed;
 pub use grants::{AddOutcome, CheckOutcome, Grants, RemoveOutcome, RemovedFromOrganization, ResourceRemovals};
 
