@@ -12,7 +12,9 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Bearer, TEST_SECRET, TestServer, add_member, create_org, create_permission, proto as pb};
+use common::{
+    Bearer, Snapshot, TEST_SECRET, TestServer, add_member, create_org, create_permission, proto as pb, snapshot,
+};
 use grantd::{
     api::pb::{directory_service_client::DirectoryServiceClient, grant_service_client::GrantServiceClient},
     auth::{Authenticator, Claims, KeyConfig, TokenRequest, Verifier},
@@ -399,26 +401,6 @@ async fn health_and_reflection_need_no_token(server: TestServer) {
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// What the attacks must not change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Snapshot {
-    revision: u64,
-    organizations: i64,
-    memberships: i64,
-    grants: i64,
-    permissions: i64,
-}
-
-async fn snapshot(server: &TestServer) -> Snapshot {
-    Snapshot {
-        revision: server.latest_revision().await,
-        organizations: server.count_rows("organizations").await,
-        memberships: server.count_rows("memberships").await,
-        grants: server.count_rows("grants").await,
-        permissions: server.count_rows("permissions").await,
-    }
-}
 
 /// Something for an attacker to write to: organization `acme`, `documents:read`, and
 /// member `alice`. Answers the state before the attack.

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Bearer, TEST_SECRET, TestServer, add_member, create_org, create_permission, proto as pb, resource};
+use common::{
+    Bearer, Snapshot, TEST_SECRET, TestServer, add_member, create_org, create_permission, proto as pb, resource,
+    snapshot,
+};
 use grantd::{
     api::pb::{
         audit_service_client::AuditServiceClient, directory_service_client::DirectoryServiceClient,
@@ -722,25 +725,6 @@ async fn changes_record_the_caller_and_request_id(server: TestServer) {
 // ---------------------------------------------------------------------------------------
 
 const ADMIN_SCOPED: &str = "scoped-admin";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Snapshot {
-    revision: u64,
-    organizations: i64,
-    memberships: i64,
-    grants: i64,
-    permissions: i64,
-}
-
-async fn snapshot(server: &TestServer) -> Snapshot {
-    Snapshot {
-        revision: server.latest_revision().await,
-        organizations: server.count_rows("organizations").await,
-        memberships: server.count_rows("memberships").await,
-        grants: server.count_rows("grants").await,
-        permissions: server.count_rows("permissions").await,
-    }
-}
 
 /// Nothing was written, and the server still serves.
 async fn assert_unchanged(server: &TestServer, before: Snapshot) {

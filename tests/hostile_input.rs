@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{TestServer, add_member, bad_request_fields, create_org, create_permission, proto as pb, resource};
+use common::{
+    Snapshot, TestServer, add_member, bad_request_fields, create_org, create_permission, proto as pb, resource,
+    snapshot,
+};
 use pb::directory_service_client::DirectoryServiceClient;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -31,26 +34,6 @@ async fn fixture(server: &TestServer) -> String {
     create_org(server, "acme").await;
     add_member(server, "acme", "alice").await;
     create_permission(server, "documents:read").await
-}
-
-/// What hostile requests must leave as it was.
-#[derive(Debug, PartialEq, Eq)]
-struct Snapshot {
-    revision: u64,
-    grants: i64,
-    organizations: i64,
-    memberships: i64,
-    permissions: i64,
-}
-
-async fn snapshot(server: &TestServer) -> Snapshot {
-    Snapshot {
-        revision: server.latest_revision().await,
-        grants: server.count_rows("grants").await,
-        organizations: server.count_rows("organizations").await,
-        memberships: server.count_rows("memberships").await,
-        permissions: server.count_rows("permissions").await,
-    }
 }
 
 /// The server still answers a normal read and a normal write.

@@ -316,6 +316,13 @@ impl Drop for TestServer {
 
 /// Creates an empty database named after the test and answers its URL.
 async fn fresh_postgres_database(test_name: &str) -> Option<String> {
+    create_postgres_database(&database_name(test_name)).await.map(|(url, _)| url)
+}
+
+/// Creates (or recreates) the empty database `name` and answers its URL and the URL of
+/// the maintenance database; `None` (with a message) when PostgreSQL is unreachable
+/// outside CI. Under `CI=true` an unreachable server fails the test.
+pub async fn create_postgres_database(name: &str) -> Option<(String, String)> {
     let admin_url = std::env::var("GRANTD_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
     let admin = match Database::connect(&admin_url).await {
         Ok(admin) => admin,
@@ -323,23 +330,17 @@ async fn fresh_postgres_database(test_name: &str) -> Option<String> {
             panic!("PostgreSQL at {admin_url} is unreachable under CI=true: {err}")
         }
         Err(err) => {
-            eprintln!("skipping PostgreSQL test {test_name}: {admin_url} is unreachable ({err})");
+            eprintln!("skipping PostgreSQL test {name}: {admin_url} is unreachable ({err})");
             return None;
         }
     };
-    let name = database_name(test_name);
     let backend = admin.get_database_backend();
-    admin
-        .execute(Statement::from_string(backend, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .await
-        .expect("drop test database");
-    admin
-        .execute(Statement::from_string(backend, format!("CREATE DATABASE {name}")))
-        .await
-        .expect("create test database");
+    for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+        admin.execute(Statement::from_string(backend, sql)).await.expect("create test database");
+    }
     admin.close().await.ok();
     let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
-    Some(format!("{base}/{name}"))
+    Some((format!("{base}/{name}"), admin_url))
 }
 
 /// `[a-z0-9_]`, at most 63 bytes, unique per test path.
@@ -349,6 +350,26 @@ fn database_name(test_name: &str) -> String {
     let hash = cleaned.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let tail: String = cleaned.chars().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
     format!("t_{hash:016x}_{}", tail.trim_start_matches('_'))
+}
+
+/// What an attack or a rejected request must leave unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub organizations: i64,
+    pub memberships: i64,
+    pub grants: i64,
+    pub permissions: i64,
+}
+
+pub async fn snapshot(server: &TestServer) -> Snapshot {
+    Snapshot {
+        revision: server.latest_revision().await,
+        organizations: server.count_rows("organizations").await,
+        memberships: server.count_rows("memberships").await,
+        grants: server.count_rows("grants").await,
+        permissions: server.count_rows("permissions").await,
+    }
 }
 
 /// Shorthand for the messages most tests build.

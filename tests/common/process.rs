@@ -27,9 +27,7 @@ use tonic::{
 };
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::common::{ADMIN, Authed, Bearer, TEST_SECRET, token};
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use crate::common::{ADMIN, Authed, Bearer, TEST_SECRET, create_postgres_database, token};
 
 /// How long a fresh process may take to migrate and answer health.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,24 +72,8 @@ impl TestDatabase {
     /// A fresh, empty PostgreSQL database called `name`; `None` (with a message) when
     /// PostgreSQL is unreachable outside CI. Under `CI=true` an unreachable server fails.
     pub async fn postgres(name: &str) -> Option<Self> {
-        let admin_url = std::env::var("GRANTD_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-        let admin = match Database::connect(&admin_url).await {
-            Ok(admin) => admin,
-            Err(err) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-                panic!("PostgreSQL at {admin_url} is unreachable under CI=true: {err}")
-            }
-            Err(err) => {
-                eprintln!("skipping PostgreSQL test {name}: {admin_url} is unreachable ({err})");
-                return None;
-            }
-        };
-        let backend = admin.get_database_backend();
-        for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
-            admin.execute(Statement::from_string(backend, sql)).await.expect("create test database");
-        }
-        admin.close().await.ok();
-        let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
-        Some(Self { url: format!("{base}/{name}"), postgres: Some((name.to_owned(), admin_url)), _dir: None })
+        let (url, admin_url) = create_postgres_database(name).await?;
+        Some(Self { url, postgres: Some((name.to_owned(), admin_url)), _dir: None })
     }
 
     pub fn is_postgres(&self) -> bool {
