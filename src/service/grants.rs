@@ -104,12 +104,9 @@ impl Grants {
                 let permissions = resolve::permissions(tx, &cmd.permissions).await?;
                 access::require_holds(tx, &actor, &cmd.organization_id, &cmd.resource, &permissions).await?;
                 let wanted = resolve::ids(&permissions);
-                let held = storage::grants::held(tx, target, &wanted).await?;
-                let (already_held, added): (Vec<Uuid>, Vec<Uuid>) =
-                    wanted.into_iter().partition(|id| held.contains(id));
-
                 let now = domain::now();
-                storage::grants::insert(tx, target, &added, now, &actor.subject).await?;
+                let added = storage::grants::insert(tx, target, &wanted, now, &actor.subject).await?;
+                let already_held: Vec<Uuid> = wanted.into_iter().filter(|id| !added.contains(id)).collect();
                 let events = added
                     .iter()
                     .map(|permission_id| {
@@ -280,7 +277,6 @@ impl Grants {
     /// for members (a foreign key guarantees it), so a non-member is never allowed.
     pub async fn check_permission(&self, actor: Actor, cmd: CheckPermission) -> Result<CheckOutcome> {
         access::require_self_or_view(&self.db, &actor, &cmd.organization_id, &cmd.user_id).await?;
-        let revision = resolve::revision_at_least(&self.db, cmd.at_least_revision).await?;
         let key = match &cmd.permission {
             PermissionRef::Id(id) => PermissionKey::Id(*id),
             PermissionRef::Name(name) => PermissionKey::Name(name.to_string()),
@@ -291,26 +287,21 @@ impl Grants {
             resource_type: cmd.resource.kind.as_str(),
             resource_id: cmd.resource.id.as_str(),
         };
-        let matched = storage::grants::find_matching(&self.db, target, &key).await?;
-        if matched.is_none() {
+        let read = storage::grants::check(&self.db, target, &key).await?;
+        resolve::ensure_revision_reached(read.revision, cmd.at_least_revision)?;
+        if read.matched.is_none() {
             // A denial for a name nobody defined is more likely a typo than an answer.
-            self.ensure_known(&cmd).await?;
-        }
-        Ok(CheckOutcome { matched, revision })
-    }
-
-    async fn ensure_known(&self, cmd: &CheckPermission) -> Result<()> {
-        resolve::organization(&self.db, &cmd.organization_id).await?;
-        let permission = match &cmd.permission {
-            PermissionRef::Id(id) => storage::permissions::find_by_id(&self.db, *id).await?,
-            PermissionRef::Name(name) => storage::permissions::find_by_name(&self.db, name.as_str()).await?,
-        };
-        match (permission, &cmd.permission) {
-            (Some(_), _) => Ok(()),
-            (None, PermissionRef::Id(id)) => Err(Error::NotFound { kind: "permission", ids: vec![id.to_string()] }),
-            (None, PermissionRef::Name(name)) => {
-                Err(Error::NotFound { kind: "permission", ids: vec![name.to_string()] })
+            if !read.organization_exists {
+                return Err(resolve::not_found_organization(&cmd.organization_id));
+            }
+            if !read.permission_exists {
+                let id = match &cmd.permission {
+                    PermissionRef::Id(id) => id.to_string(),
+                    PermissionRef::Name(name) => name.to_string(),
+                };
+                return Err(Error::NotFound { kind: "permission", ids: vec![id] });
             }
         }
+        Ok(CheckOutcome { matched: read.matched, revision: read.revision })
     }
 }

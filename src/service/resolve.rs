@@ -67,12 +67,18 @@ pub fn ids(permissions: &[Permission]) -> Vec<Uuid> {
 /// asking to read its own writes needs); FAILED_PRECONDITION when it asks for more.
 pub async fn revision_at_least(conn: &impl ConnectionTrait, at_least: Revision) -> Result<Revision> {
     let revision = storage::changes::current_revision(conn).await?;
-    if at_least > revision {
+    ensure_revision_reached(revision, at_least)?;
+    Ok(revision)
+}
+
+/// FAILED_PRECONDITION when the caller asks for a revision newer than `latest`.
+pub fn ensure_revision_reached(latest: Revision, at_least: Revision) -> Result<()> {
+    if at_least > latest {
         return Err(Error::FailedPrecondition {
             reason: "REVISION_AHEAD",
             subject: "at_least_revision".into(),
-            message: format!("at_least_revision {at_least} is ahead of the latest committed revision {revision}"),
+            message: format!("at_least_revision {at_least} is ahead of the latest committed revision {latest}"),
         });
     }
-    Ok(revision)
+    Ok(())
 }

@@ -41,6 +41,10 @@ pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection
         .acquire_timeout(pool.acquire_timeout)
         .connect_timeout(pool.acquire_timeout)
         .sqlx_logging(false)
+        // sqlx would otherwise ping every connection it hands out: one more round trip
+        // per statement outside a transaction. A connection the server dropped fails its
+        // next statement instead, which writes retry (see `tx::write`).
+        .test_before_acquire(false)
         .map_sqlx_sqlite_opts(move |sqlite| {
             sqlite
                 .journal_mode(SqliteJournalMode::Wal)

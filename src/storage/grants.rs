@@ -1,15 +1,18 @@
 //! Grant rows: batch inserts and deletes, the check lookup, the paged list, and
 //! selections of many grants for bulk revocation.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    sea_query::{Alias, Expr, IntoColumnRef, Query, SelectStatement, SimpleExpr},
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
+    Statement,
+    sea_query::{Alias, Expr, Func, IntoColumnRef, JoinType, Query, SelectStatement, SimpleExpr},
 };
 use uuid::Uuid;
 
-use super::entities::{grant, permission};
-use crate::domain::{Result, model::Grant};
+use super::entities::{grant, organization, permission, revision_counter};
+use crate::domain::{Error, Result, Revision, model::Grant};
 
 /// The organization and user a batch of grant changes is about, and the resource.
 #[derive(Debug, Clone, Copy)]
@@ -85,64 +88,82 @@ impl Selection {
     }
 }
 
-/// Which of `permission_ids` the target already holds.
-pub async fn held(conn: &impl ConnectionTrait, target: Target<'_>, permission_ids: &[Uuid]) -> Result<Vec<Uuid>> {
-    let ids = grant::Entity::find()
-        .select_only()
-        .column(grant::Column::PermissionId)
-        .filter(target.condition())
-        .filter(grant::Column::PermissionId.is_in(permission_ids.iter().copied()))
-        .into_tuple::<Uuid>()
-        .all(conn)
-        .await?;
-    Ok(ids)
-}
-
-/// Inserts one grant per permission in one statement; rows that already exist are kept.
+/// Inserts one grant per permission in one statement, keeping rows that already exist;
+/// answers the permissions it inserted, in `permission_ids` order.
+///
+/// On PostgreSQL the ids travel as one array (`UNNEST`), so the statement text is the
+/// same for every batch size: it stays in the prepared-statement cache and never meets
+/// the 65,535-parameter limit.
 pub async fn insert(
     conn: &impl ConnectionTrait,
     target: Target<'_>,
     permission_ids: &[Uuid],
     granted_at: DateTime<Utc>,
     granted_by: &str,
-) -> Result<()> {
+) -> Result<Vec<Uuid>> {
     if permission_ids.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let mut insert = Query::insert();
-    insert.into_table(grant::Entity).columns([
-        grant::Column::OrganizationId,
-        grant::Column::UserId,
-        grant::Column::ResourceType,
-        grant::Column::ResourceId,
-        grant::Column::PermissionId,
-        grant::Column::GrantedAt,
-        grant::Column::GrantedBy,
-    ]);
-    for permission_id in permission_ids {
-        insert.values_panic([
-            target.organization_id.into(),
-            target.user_id.into(),
-            target.resource_type.into(),
-            target.resource_id.into(),
-            (*permission_id).into(),
-            granted_at.into(),
-            granted_by.into(),
-        ]);
-    }
-    insert.on_conflict(
-        sea_orm::sea_query::OnConflict::columns([
-            grant::Column::OrganizationId,
-            grant::Column::UserId,
-            grant::Column::ResourceType,
-            grant::Column::ResourceId,
-            grant::Column::PermissionId,
-        ])
-        .do_nothing()
-        .to_owned(),
-    );
-    conn.execute(conn.get_database_backend().build(&insert)).await?;
-    Ok(())
+    let backend = conn.get_database_backend();
+    let statement = match backend {
+        DatabaseBackend::Postgres => Statement::from_sql_and_values(
+            backend,
+            "INSERT INTO grants \
+             (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
+             SELECT $1, $2, $3, $4, permission_id, $5, $6 FROM UNNEST($7::uuid[]) AS listed(permission_id) \
+             ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
+             RETURNING permission_id",
+            [
+                target.organization_id.into(),
+                target.user_id.into(),
+                target.resource_type.into(),
+                target.resource_id.into(),
+                granted_at.into(),
+                granted_by.into(),
+                permission_ids.to_vec().into(),
+            ],
+        ),
+        _ => {
+            let mut insert = Query::insert();
+            insert.into_table(grant::Entity).columns([
+                grant::Column::OrganizationId,
+                grant::Column::UserId,
+                grant::Column::ResourceType,
+                grant::Column::ResourceId,
+                grant::Column::PermissionId,
+                grant::Column::GrantedAt,
+                grant::Column::GrantedBy,
+            ]);
+            for permission_id in permission_ids {
+                insert.values_panic([
+                    target.organization_id.into(),
+                    target.user_id.into(),
+                    target.resource_type.into(),
+                    target.resource_id.into(),
+                    (*permission_id).into(),
+                    granted_at.into(),
+                    granted_by.into(),
+                ]);
+            }
+            insert.on_conflict(
+                sea_orm::sea_query::OnConflict::columns([
+                    grant::Column::OrganizationId,
+                    grant::Column::UserId,
+                    grant::Column::ResourceType,
+                    grant::Column::ResourceId,
+                    grant::Column::PermissionId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            );
+            insert.returning_col(grant::Column::PermissionId);
+            backend.build(&insert)
+        }
+    };
+    let rows = conn.query_all(statement).await?;
+    let inserted =
+        rows.iter().map(|row| row.try_get::<Uuid>("", "permission_id")).collect::<Result<HashSet<_>, _>>()?;
+    Ok(permission_ids.iter().copied().filter(|id| inserted.contains(id)).collect())
 }
 
 /// Whether the selection holds any grant.
@@ -245,37 +266,118 @@ fn g(column: grant::Column) -> SimpleExpr {
     Expr::col((grant::Entity, column).into_column_ref()).into()
 }
 
-/// The grant that lets `target`'s user use the permission on the target resource: one on
-/// the resource itself, else an org-wide one.
-pub async fn find_matching(
-    conn: &impl ConnectionTrait,
-    target: Target<'_>,
-    permission: &PermissionKey,
-) -> Result<Option<Grant>> {
-    let on_resource = Condition::all()
-        .add(g(grant::Column::ResourceType).eq(target.resource_type))
-        .add(g(grant::Column::ResourceId).eq(target.resource_id));
-    let org_wide = Condition::all()
-        .add(g(grant::Column::ResourceType).eq(crate::domain::ResourceType::ORGANIZATION))
-        .add(g(grant::Column::ResourceId).eq(target.organization_id));
-    let by_permission = match permission {
-        PermissionKey::Id(id) => g(grant::Column::PermissionId).eq(*id),
+/// Everything a check reads, from one statement and so from one snapshot.
+#[derive(Debug)]
+pub struct CheckRead {
+    /// The latest committed revision the answer reflects.
+    pub revision: Revision,
+    /// The grant that allows it: one on the resource itself, else an org-wide one.
+    pub matched: Option<Grant>,
+    pub organization_exists: bool,
+    pub permission_exists: bool,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct CheckRow {
+    revision: Revision,
+    organization_found: Option<String>,
+    permission_found: Option<Uuid>,
+    permission_name: Option<String>,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    granted_at: Option<DateTime<Utc>>,
+    granted_by: Option<String>,
+}
+
+/// A check in one round trip and one snapshot: the revision counter, left-joined with the
+/// organization, the permission, the grant on the resource and the org-wide grant. Each
+/// join is an equality on a unique key, so the plan is a handful of index probes however
+/// many grants exist.
+pub async fn check(conn: &impl ConnectionTrait, target: Target<'_>, permission: &PermissionKey) -> Result<CheckRead> {
+    let (on_resource, org_wide) = (Alias::new("on_resource"), Alias::new("org_wide"));
+    let grant_join = |alias: &Alias, resource_type: &str, resource_id: &str| {
+        let col = |column: grant::Column| Expr::col((alias.clone(), column));
+        Condition::all()
+            .add(col(grant::Column::OrganizationId).eq(target.organization_id))
+            .add(col(grant::Column::UserId).eq(target.user_id))
+            .add(col(grant::Column::ResourceType).eq(resource_type))
+            .add(col(grant::Column::ResourceId).eq(resource_id))
+            .add(col(grant::Column::PermissionId).equals((permission::Entity, permission::Column::Id)))
+    };
+    // The resource's own grant wins over an org-wide one: it is the more specific answer.
+    let matched = |column: grant::Column| {
+        Func::coalesce([Expr::col((on_resource.clone(), column)).into(), Expr::col((org_wide.clone(), column)).into()])
+    };
+    let permission_matches = match permission {
+        PermissionKey::Id(id) => Expr::col((permission::Entity, permission::Column::Id)).eq(*id),
         PermissionKey::Name(name) => Expr::col((permission::Entity, permission::Column::Name)).eq(name.as_str()),
     };
-    let query = grants_with_names()
-        .and_where(g(grant::Column::OrganizationId).eq(target.organization_id))
-        .and_where(g(grant::Column::UserId).eq(target.user_id))
-        .and_where(by_permission)
-        .cond_where(Condition::any().add(on_resource).add(org_wide))
-        // The resource's own grant first: it is the more specific answer.
-        .order_by_expr(
-            g(grant::Column::ResourceType).eq(crate::domain::ResourceType::ORGANIZATION),
-            sea_orm::Order::Asc,
+    let query = Query::select()
+        .expr_as(Expr::col((revision_counter::Entity, revision_counter::Column::Value)), Alias::new("revision"))
+        .expr_as(Expr::col((organization::Entity, organization::Column::Id)), Alias::new("organization_found"))
+        .expr_as(Expr::col((permission::Entity, permission::Column::Id)), Alias::new("permission_found"))
+        .expr_as(Expr::col((permission::Entity, permission::Column::Name)), Alias::new("permission_name"))
+        .expr_as(matched(grant::Column::ResourceType), Alias::new("resource_type"))
+        .expr_as(matched(grant::Column::ResourceId), Alias::new("resource_id"))
+        .expr_as(matched(grant::Column::GrantedAt), Alias::new("granted_at"))
+        .expr_as(matched(grant::Column::GrantedBy), Alias::new("granted_by"))
+        .from(revision_counter::Entity)
+        .left_join(
+            organization::Entity,
+            Expr::col((organization::Entity, organization::Column::Id)).eq(target.organization_id),
         )
-        .limit(1)
+        .left_join(permission::Entity, permission_matches)
+        .join_as(
+            JoinType::LeftJoin,
+            grant::Entity,
+            on_resource.clone(),
+            grant_join(&on_resource, target.resource_type, target.resource_id),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            grant::Entity,
+            org_wide.clone(),
+            grant_join(&org_wide, crate::domain::ResourceType::ORGANIZATION, target.organization_id),
+        )
+        .and_where(Expr::col((revision_counter::Entity, revision_counter::Column::Id)).eq(1))
         .to_owned();
-    let row = GrantRow::find_by_statement(conn.get_database_backend().build(&query)).one(conn).await?;
-    Ok(row.map(Grant::from))
+    let row = CheckRow::find_by_statement(conn.get_database_backend().build(&query))
+        .one(conn)
+        .await?
+        .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?;
+    let matched = match (
+        row.permission_found,
+        row.permission_name.clone(),
+        row.resource_type,
+        row.resource_id,
+        row.granted_at,
+        row.granted_by,
+    ) {
+        (
+            Some(permission_id),
+            Some(permission_name),
+            Some(resource_type),
+            Some(resource_id),
+            Some(granted_at),
+            Some(granted_by),
+        ) => Some(Grant {
+            organization_id: target.organization_id.to_owned(),
+            user_id: target.user_id.to_owned(),
+            permission_id,
+            permission_name,
+            resource_type,
+            resource_id,
+            granted_at,
+            granted_by,
+        }),
+        _ => None,
+    };
+    Ok(CheckRead {
+        revision: row.revision,
+        matched,
+        organization_exists: row.organization_found.is_some(),
+        permission_exists: row.permission_found.is_some(),
+    })
 }
 
 /// Filter of a grant list: a resource type, optionally one resource of it.

@@ -27,31 +27,48 @@ where
     let mut attempt = 1;
     loop {
         match attempt_once(db, &body).await {
-            Err(Error::Conflict) if attempt < MAX_ATTEMPTS => {
+            Ok(value) => return Ok(value),
+            Err(Failure::Begin(Error::Unavailable(detail))) if attempt < MAX_ATTEMPTS => {
+                // Nothing was sent for the request yet, so another attempt is safe; sqlx
+                // drops the broken connection. Pooled connections are not pinged before
+                // use, so one the server has closed fails here.
+                tracing::debug!(attempt, %detail, "could not begin a transaction, retrying");
+            }
+            Err(Failure::Begin(err)) => return Err(err),
+            Err(Failure::Body(Error::Conflict)) if attempt < MAX_ATTEMPTS => {
                 let ceiling = BASE_BACKOFF * 2u32.pow(attempt - 1);
                 let pause = rand::rng().random_range(Duration::ZERO..=ceiling);
                 tracing::debug!(attempt, ?pause, "transaction conflict, retrying");
                 tokio::time::sleep(pause).await;
-                attempt += 1;
             }
-            Err(Error::Conflict) => return Err(Error::Aborted { attempts: attempt }),
-            other => return other,
+            Err(Failure::Body(Error::Conflict)) => return Err(Error::Aborted { attempts: attempt }),
+            Err(Failure::Body(err)) => return Err(err),
         }
+        attempt += 1;
     }
 }
 
-async fn attempt_once<T, F>(db: &DatabaseConnection, body: &F) -> Result<T>
+/// Where an attempt failed: at BEGIN, or once the transaction had started.
+enum Failure {
+    Begin(Error),
+    Body(Error),
+}
+
+async fn attempt_once<T, F>(db: &DatabaseConnection, body: &F) -> Result<T, Failure>
 where
     F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
 {
-    let tx = db.begin().await?;
-    if tx.get_database_backend() == DatabaseBackend::Sqlite {
-        // The first statement writes, so the transaction takes SQLite's write lock at
-        // once (waiting out the busy timeout) instead of failing with BUSY when a read
-        // transaction later tries to upgrade: the effect of BEGIN IMMEDIATE.
-        changes::take_sqlite_write_lock(&tx).await?;
-    }
-    let value = body(&tx).await?;
-    tx.commit().await?;
-    Ok(value)
+    let tx = db.begin().await.map_err(|err| Failure::Begin(err.into()))?;
+    let run = async {
+        if tx.get_database_backend() == DatabaseBackend::Sqlite {
+            // The first statement writes, so the transaction takes SQLite's write lock at
+            // once (waiting out the busy timeout) instead of failing with BUSY when a read
+            // transaction later tries to upgrade: the effect of BEGIN IMMEDIATE.
+            changes::take_sqlite_write_lock(&tx).await?;
+        }
+        let value = body(&tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    };
+    run.await.map_err(Failure::Body)
 }
