@@ -101,6 +101,14 @@ pub struct ServeArgs {
     #[arg(long, env = "GRANTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
+    /// Requests running at once; more wait for a turn (load shedding).
+    #[arg(long, env = "GRANTD_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// How long a request waits for a turn before RESOURCE_EXHAUSTED, in ms.
+    #[arg(long, env = "GRANTD_QUEUE_TIMEOUT_MS", default_value_t = 1_000)]
+    pub queue_timeout_ms: u64,
+
     /// Serve Prometheus metrics at http://ADDRESS/metrics (off when absent).
     #[arg(long, env = "GRANTD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

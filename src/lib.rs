@@ -16,6 +16,7 @@
 //! into callers; [`metrics`] serves Prometheus metrics; [`config`] reads flags and
 //! environment variables for the `grantd` binary.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -77,6 +77,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_message_bytes: args.max_message_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_concurrent_streams: args.max_concurrent_streams,
+        max_in_flight: args.max_in_flight,
+        queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         watch_poll_interval: Duration::from_millis(args.watch_poll_ms.max(1)),
         background_db: Some(background_db),
         tls,

@@ -7,7 +7,9 @@
 use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 
 use axum::{Router, extract::State, routing::get};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use tokio::net::TcpListener;
 
 use crate::storage::{self, DatabaseConnection};
@@ -15,6 +17,7 @@ use crate::storage::{self, DatabaseConnection};
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    shed: IntCounter,
     latency: HistogramVec,
     pool_connections: IntGauge,
     pool_idle: IntGauge,
@@ -45,6 +48,7 @@ impl Metrics {
             ]),
             &["rpc"],
         )?;
+        let shed = IntCounter::new("requests_shed_total", "Requests refused with RESOURCE_EXHAUSTED by load shedding")?;
         let pool_connections = IntGauge::new("db_pool_connections", "Open database connections")?;
         let pool_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
         let latest_revision = IntGauge::new("latest_revision", "Latest committed revision seen by the change feed")?;
@@ -54,19 +58,34 @@ impl Metrics {
         )?;
         let watchers = IntGauge::new("watchers", "Open WatchChanges streams")?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
         registry.register(Box::new(pool_idle.clone()))?;
         registry.register(Box::new(latest_revision.clone()))?;
         registry.register(Box::new(watch_lag.clone()))?;
         registry.register(Box::new(watchers.clone()))?;
-        Ok(Self { registry, requests, latency, pool_connections, pool_idle, latest_revision, watch_lag, watchers })
+        Ok(Self {
+            registry,
+            requests,
+            shed,
+            latency,
+            pool_connections,
+            pool_idle,
+            latest_revision,
+            watch_lag,
+            watchers,
+        })
     }
 
     /// Records one finished request.
     pub fn record(&self, rpc: &str, code: tonic::Code, elapsed: Duration) {
         self.requests.with_label_values(&[rpc, code_name(code)]).inc();
         self.latency.with_label_values(&[rpc]).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn request_shed(&self) {
+        self.shed.inc();
     }
 
     pub fn set_latest_revision(&self, revision: i64) {

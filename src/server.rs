@@ -5,15 +5,15 @@
 use std::{future::Future, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::util::MapResponseLayer;
 
 use crate::{
+    admission::AdmissionLayer,
     api::{
         AuditApi, DirectoryApi, GrantApi,
         pb::{
@@ -38,6 +38,10 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// Concurrent requests (HTTP/2 streams) per connection.
     pub max_concurrent_streams: u32,
+    /// Requests running at once across all connections; more wait (see `admission`).
+    pub max_in_flight: usize,
+    /// How long a request beyond `max_in_flight` waits before RESOURCE_EXHAUSTED.
+    pub queue_timeout: Duration,
     pub tls: Option<TlsOptions>,
     /// How often the database is pinged to keep health current.
     pub health_probe_interval: Duration,
@@ -56,6 +60,8 @@ impl ServerOptions {
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             max_concurrent_streams: 256,
+            max_in_flight: 64,
+            queue_timeout: Duration::from_secs(1),
             tls: None,
             health_probe_interval: Duration::from_secs(1),
             watch_poll_interval: Duration::from_millis(100),
@@ -143,18 +149,21 @@ pub async fn serve(
     }
 
     tracing::info!(address = %listener.local_addr()?, tls = options.tls.is_some(), "serving");
+    // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without
+    // TCP_NODELAY a response's frames wait on the client's delayed ACK (milliseconds).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     builder
-        .tcp_nodelay(true)
         .timeout(options.request_timeout)
         .max_concurrent_streams(options.max_concurrent_streams)
         .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
+        .layer(AdmissionLayer::new(options.max_in_flight, options.queue_timeout))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(grants)
         .add_service(directory)
         .add_service(audit)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
             // Watch streams would otherwise hold the drain open until the grace ends.
             feed.close();

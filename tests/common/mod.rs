@@ -194,6 +194,9 @@ impl TestServer {
         let verifier = Verifier::new(keys, None, None).expect("verifier");
         let mut options = ServerOptions::new(Authenticator::Tokens(Arc::new(verifier)));
         options.watch_poll_interval = std::time::Duration::from_millis(20);
+        // Tests fire bursts at a debug build on a shared machine; only the load-shedding
+        // test is about being refused, and it sets its own limits.
+        options.queue_timeout = std::time::Duration::from_secs(30);
         // Background statements must not count as the server's work for a request.
         let background = storage::connect(&database_url, &PoolOptions::default()).await.expect("connect");
         options.background_db = Some(background);
