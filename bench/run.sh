@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Reproduces BENCHMARKS.md: builds release binaries, starts grantd on PostgreSQL and on
+# SQLite, runs every grantd-bench scenario RUNS times (pgbench ceilings in the same run),
+# then prints the table of medians and renders the plots (bench/report.py).
+#
+#   bash bench/run.sh                 # full matrix, RUNS=3, about 25 minutes on 2 cores
+#   RUNS=1 DURATION=2s bash bench/run.sh   # a quick look
+#
+# Needs PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres) with pgbench and psql,
+# and python3 (matplotlib is installed into a venv under target/ when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS="${RUNS:-3}"
+DURATION="${DURATION:-5s}"
+CLIENTS="${CLIENTS:-1 2 4 8 16 32 64 128 256}"
+CEILING_CLIENTS="${CEILING_CLIENTS:-1 16 32 64}"   # pgbench stops at max_connections
+BATCHES="${BATCHES:-1,10,100,1000}"
+PG_PORT=50071
+SQLITE_PORT=50072
+OUT="${OUT:-target/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
+DB=grantd_bench
+PG_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable"
+export PGHOST=127.0.0.1 PGUSER=postgres PGSSLMODE=disable
+
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+log() { printf '== %s\n' "$*" >&2; }
+
+log "building release binaries"
+cargo build --release --quiet --bin grantd --bin grantd-bench
+GRANTD=target/release/grantd
+BENCH=target/release/grantd-bench
+
+log "PostgreSQL database $DB (recreated)"
+psql -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+
+SECRET="$OUT/jwt-secret"
+head -c 48 /dev/urandom | base64 > "$SECRET"
+chmod 600 "$SECRET"
+export GRANTD_JWT_HS256_SECRET_FILE="$SECRET"
+GRANTD_TOKEN="$("$GRANTD" token --subject bench --admin --ttl 24h)"
+export GRANTD_TOKEN
+
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+start() { # backend port url; sets STARTED to the process id
+  GRANTD_DATABASE_URL="$3" "$GRANTD" serve --listen "127.0.0.1:$2" --log-format json >"$OUT/grantd-$1.log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+  for _ in $(seq 1 50); do
+    "$GRANTD" health --addr "127.0.0.1:$2" >/dev/null 2>&1 && return
+    sleep 0.2
+  done
+  log "grantd on $1 did not start; see $OUT/grantd-$1.log"
+  exit 1
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+start_both() {
+  start postgres "$PG_PORT" "$PG_URL"
+  PG_PID=$STARTED
+  start sqlite "$SQLITE_PORT" "sqlite://$OUT/grantd.db?mode=rwc"
+  SQLITE_PID=$STARTED
+}
+start_both
+
+psql -q -d "$DB" -f bench/sql/seed.sql
+
+# grantd-bench prints one JSON line per report; tag it with the backend and run.
+bench() { # backend run args...
+  local backend=$1 run=$2 port=$PG_PORT; shift 2
+  [ "$backend" = sqlite ] && port=$SQLITE_PORT
+  "$BENCH" "$@" --addr "127.0.0.1:$port" 2>/dev/null | grep '^{' |
+    sed "s/^{/{\"tool\":\"grantd-bench\",\"backend\":\"$backend\",\"run\":$run,/" | tee -a "$RESULTS" >&2
+}
+ceiling() { # run script clients
+  local tps
+  tps=$(pgbench -n -M prepared -f "bench/sql/$2.sql" -c "$3" -j 2 -T "${DURATION%s}" "$DB" 2>/dev/null |
+    awk '/^tps/ {print $3}')
+  printf '{"tool":"pgbench","backend":"postgres","run":%s,"scenario":"%s","clients":%s,"requests_per_s":%s}\n' \
+    "$1" "$2" "$3" "${tps:-0}" | tee -a "$RESULTS" >&2
+}
+
+for run in $(seq 1 "$RUNS"); do
+  log "run $run of $RUNS"
+  for c in $CLIENTS; do
+    for backend in postgres sqlite; do
+      bench "$backend" "$run" check --clients "$c" --duration "$DURATION"
+      bench "$backend" "$run" add --clients "$c" --duration "$DURATION"
+    done
+  done
+  for c in $CEILING_CLIENTS; do
+    ceiling "$run" check "$c"
+    ceiling "$run" add "$c"
+  done
+  bench postgres "$run" health --clients 16 --duration "$DURATION"
+  for backend in postgres sqlite; do
+    bench "$backend" "$run" add-batch --batch "$BATCHES" --clients 1 --requests 50
+    bench "$backend" "$run" mixed --clients 32 --duration "$DURATION"
+    bench "$backend" "$run" remove-user --grants 100000 --clients 1 --requests 1
+  done
+done
+
+log "memory: fresh processes, idle and then under 256 clients"
+kill "$PG_PID" "$SQLITE_PID"
+wait "$PG_PID" "$SQLITE_PID" 2>/dev/null || true
+start_both
+sleep 2
+for backend in postgres sqlite; do
+  pid=$PG_PID; [ "$backend" = sqlite ] && pid=$SQLITE_PID
+  printf '{"tool":"rss","backend":"%s","state":"idle","rss_kib":%s}\n' "$backend" "$(rss_kib "$pid")" >> "$RESULTS"
+  peak=0
+  bench "$backend" 0 mixed --clients 256 --duration "$DURATION" &
+  load=$!
+  while kill -0 "$load" 2>/dev/null; do
+    now=$(rss_kib "$pid"); [ "$now" -gt "$peak" ] && peak=$now
+    sleep 0.2
+  done
+  printf '{"tool":"rss","backend":"%s","state":"256 clients (mixed)","rss_kib":%s}\n' "$backend" "$peak" >> "$RESULTS"
+done
+
+log "report"
+python3 bench/report.py "$RESULTS" "$OUT"
