@@ -1,17 +1,17 @@
 //! Grant rows: batch inserts and deletes, the check lookup, the paged list, and
 //! selections of many grants for bulk revocation.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::OnceLock};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    Statement,
-    sea_query::{Alias, Expr, Func, IntoColumnRef, JoinType, Query, SelectStatement, SimpleExpr},
+    Statement, Value,
+    sea_query::{Alias, Expr, IntoColumnRef, Query, SelectStatement, SimpleExpr},
 };
 use uuid::Uuid;
 
-use super::entities::{grant, organization, permission, revision_counter};
+use super::entities::{grant, permission};
 use crate::domain::{Error, Result, Revision, model::Grant};
 
 /// The organization and user a batch of grant changes is about, and the resource.
@@ -292,56 +292,61 @@ struct CheckRow {
 /// A check in one round trip and one snapshot: the revision counter, left-joined with the
 /// organization, the permission, the grant on the resource and the org-wide grant. Each
 /// join is an equality on a unique key, so the plan is a handful of index probes however
-/// many grants exist.
+/// many grants exist. The resource's own grant wins over an org-wide one: it is the more
+/// specific answer. `{permission}` is `name` or `id`; $1-$6 are the organization, the user,
+/// the resource type and id, the permission, and the org-wide resource type.
+///
+/// Written out rather than built with sea-query: this is the hottest statement, and
+/// building it took about 4% of grantd's CPU time under a check load (perf).
+const CHECK_SQL: &str = "SELECT revision_counter.value AS revision, organizations.id AS organization_found, \
+     permissions.id AS permission_found, permissions.name AS permission_name, \
+     COALESCE(on_resource.resource_type, org_wide.resource_type) AS resource_type, \
+     COALESCE(on_resource.resource_id, org_wide.resource_id) AS resource_id, \
+     COALESCE(on_resource.granted_at, org_wide.granted_at) AS granted_at, \
+     COALESCE(on_resource.granted_by, org_wide.granted_by) AS granted_by \
+     FROM revision_counter \
+     LEFT JOIN organizations ON organizations.id = $1 \
+     LEFT JOIN permissions ON permissions.{permission} = $5 \
+     LEFT JOIN grants AS on_resource ON on_resource.organization_id = $1 AND on_resource.user_id = $2 \
+       AND on_resource.resource_type = $3 AND on_resource.resource_id = $4 \
+       AND on_resource.permission_id = permissions.id \
+     LEFT JOIN grants AS org_wide ON org_wide.organization_id = $1 AND org_wide.user_id = $2 \
+       AND org_wide.resource_type = $6 AND org_wide.resource_id = $1 \
+       AND org_wide.permission_id = permissions.id \
+     WHERE revision_counter.id = 1";
+
+/// [`CHECK_SQL`] for a backend and a kind of permission key, made once: SQLite numbers
+/// its parameters `?1`, PostgreSQL `$1`.
+fn check_sql(backend: DatabaseBackend, by_id: bool) -> &'static str {
+    static TEXTS: OnceLock<[String; 4]> = OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        let by_name = CHECK_SQL.replace("{permission}", "name");
+        let by_id = CHECK_SQL.replace("{permission}", "id");
+        [by_name.clone(), by_id.clone(), by_name.replace('$', "?"), by_id.replace('$', "?")]
+    });
+    let index = usize::from(by_id) + if backend == DatabaseBackend::Postgres { 0 } else { 2 };
+    &texts[index]
+}
+
 pub async fn check(conn: &impl ConnectionTrait, target: Target<'_>, permission: &PermissionKey) -> Result<CheckRead> {
-    let (on_resource, org_wide) = (Alias::new("on_resource"), Alias::new("org_wide"));
-    let grant_join = |alias: &Alias, resource_type: &str, resource_id: &str| {
-        let col = |column: grant::Column| Expr::col((alias.clone(), column));
-        Condition::all()
-            .add(col(grant::Column::OrganizationId).eq(target.organization_id))
-            .add(col(grant::Column::UserId).eq(target.user_id))
-            .add(col(grant::Column::ResourceType).eq(resource_type))
-            .add(col(grant::Column::ResourceId).eq(resource_id))
-            .add(col(grant::Column::PermissionId).equals((permission::Entity, permission::Column::Id)))
+    let backend = conn.get_database_backend();
+    let (by_id, permission_value): (bool, Value) = match permission {
+        PermissionKey::Id(id) => (true, (*id).into()),
+        PermissionKey::Name(name) => (false, name.as_str().into()),
     };
-    // The resource's own grant wins over an org-wide one: it is the more specific answer.
-    let matched = |column: grant::Column| {
-        Func::coalesce([Expr::col((on_resource.clone(), column)).into(), Expr::col((org_wide.clone(), column)).into()])
-    };
-    let permission_matches = match permission {
-        PermissionKey::Id(id) => Expr::col((permission::Entity, permission::Column::Id)).eq(*id),
-        PermissionKey::Name(name) => Expr::col((permission::Entity, permission::Column::Name)).eq(name.as_str()),
-    };
-    let query = Query::select()
-        .expr_as(Expr::col((revision_counter::Entity, revision_counter::Column::Value)), Alias::new("revision"))
-        .expr_as(Expr::col((organization::Entity, organization::Column::Id)), Alias::new("organization_found"))
-        .expr_as(Expr::col((permission::Entity, permission::Column::Id)), Alias::new("permission_found"))
-        .expr_as(Expr::col((permission::Entity, permission::Column::Name)), Alias::new("permission_name"))
-        .expr_as(matched(grant::Column::ResourceType), Alias::new("resource_type"))
-        .expr_as(matched(grant::Column::ResourceId), Alias::new("resource_id"))
-        .expr_as(matched(grant::Column::GrantedAt), Alias::new("granted_at"))
-        .expr_as(matched(grant::Column::GrantedBy), Alias::new("granted_by"))
-        .from(revision_counter::Entity)
-        .left_join(
-            organization::Entity,
-            Expr::col((organization::Entity, organization::Column::Id)).eq(target.organization_id),
-        )
-        .left_join(permission::Entity, permission_matches)
-        .join_as(
-            JoinType::LeftJoin,
-            grant::Entity,
-            on_resource.clone(),
-            grant_join(&on_resource, target.resource_type, target.resource_id),
-        )
-        .join_as(
-            JoinType::LeftJoin,
-            grant::Entity,
-            org_wide.clone(),
-            grant_join(&org_wide, crate::domain::ResourceType::ORGANIZATION, target.organization_id),
-        )
-        .and_where(Expr::col((revision_counter::Entity, revision_counter::Column::Id)).eq(1))
-        .to_owned();
-    let row = CheckRow::find_by_statement(conn.get_database_backend().build(&query))
+    let statement = Statement::from_sql_and_values(
+        backend,
+        check_sql(backend, by_id),
+        [
+            target.organization_id.into(),
+            target.user_id.into(),
+            target.resource_type.into(),
+            target.resource_id.into(),
+            permission_value,
+            crate::domain::ResourceType::ORGANIZATION.into(),
+        ],
+    );
+    let row = CheckRow::find_by_statement(statement)
         .one(conn)
         .await?
         .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?;
