@@ -9,6 +9,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use rand::Rng;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tokio::sync::Mutex;
 
 use super::changes;
 use crate::domain::{Error, Result};
@@ -48,6 +49,8 @@ where
     }
 }
 
+static SQLITE_WRITER: Mutex<()> = Mutex::const_new(());
+
 /// Where an attempt failed: at BEGIN, or once the transaction had started.
 enum Failure {
     Begin(Error),
@@ -58,6 +61,13 @@ async fn attempt_once<T, F>(db: &DatabaseConnection, body: &F) -> Result<T, Fail
 where
     F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
 {
+    // SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+    // steps of up to 100 ms before trying again; queueing this process's writers here
+    // instead hands the lock straight to the next one.
+    let _writer = match db.get_database_backend() {
+        DatabaseBackend::Sqlite => Some(SQLITE_WRITER.lock().await),
+        _ => None,
+    };
     let tx = db.begin().await.map_err(|err| Failure::Begin(err.into()))?;
     let run = async {
         if tx.get_database_backend() == DatabaseBackend::Sqlite {
