@@ -5,8 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer, add_member, create_org, create_permission, proto as pb};
-use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+use common::{Backend, TestServer, add_member, create_org, create_permission, hold_membership_lock, proto as pb};
 use tonic::{Code, Request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,14 +17,7 @@ async fn a_client_deadline_cuts_a_waiting_request_short_and_the_write_still_land
     create_permission(&server, "documents:read").await;
     add_member(&server, "acme", "alice").await;
 
-    let blocker = server.db.begin().await.expect("begin");
-    blocker
-        .execute(Statement::from_string(
-            blocker.get_database_backend(),
-            "SELECT user_id FROM memberships WHERE organization_id = 'acme' AND user_id = 'alice' FOR UPDATE",
-        ))
-        .await
-        .expect("lock alice's membership");
+    let blocker = hold_membership_lock(&server.db, "acme", "alice").await;
 
     let mut request = Request::new(pb::AddUserPermissionsRequest {
         organization_id: "acme".into(),

@@ -32,33 +32,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::hold_membership_lock;
 use invariants::{CallRecord, Policy, Snapshot};
 use process::{Clients, Grantd, SecretFile, TestDatabase, exec, terminate_backends, wait_for_lock_waiter, wait_health};
 use rand::{SeedableRng, rngs::StdRng};
-use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, Statement, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// A generous cap: anything slower is a hang.
 const HANG: Duration = Duration::from_secs(10);
-
-/// Locks the membership row of (org, user) from a connection of the test's own, as a
-/// concurrent writer would; the lock lasts until the transaction ends.
-async fn hold_membership_lock(db: &DatabaseConnection, org: &str, user: &str) -> DatabaseTransaction {
-    let tx = db.begin().await.expect("begin");
-    let rows = tx
-        .query_all(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT user_id FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR UPDATE",
-            [org.into(), user.into()],
-        ))
-        .await
-        .expect("lock the membership row");
-    assert_eq!(rows.len(), 1, "membership {org}/{user} to lock");
-    tx
-}
 
 fn code_of(call: &CallRecord) -> Option<Code> {
     call.outcome.as_ref().err().map(|(code, _)| *code)

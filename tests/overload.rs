@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestServer, add_member, create_org, create_permission, proto as pb, resource};
-use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+use common::{
+    Backend, TestServer, add_member, create_org, create_permission, hold_membership_lock, proto as pb, resource,
+};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -36,14 +37,7 @@ async fn beyond_max_in_flight_requests_are_shed_with_resource_exhausted_and_heal
     create_permission(&server, "documents:read").await;
     add_member(&server, "acme", "alice").await;
 
-    let blocker = server.db.begin().await.expect("begin");
-    blocker
-        .execute(Statement::from_string(
-            blocker.get_database_backend(),
-            "SELECT user_id FROM memberships WHERE organization_id = 'acme' AND user_id = 'alice' FOR UPDATE",
-        ))
-        .await
-        .expect("lock alice's membership");
+    let blocker = hold_membership_lock(&server.db, "acme", "alice").await;
     let mut grants = limited.grants();
     let admitted = tokio::spawn(async move {
         grants

@@ -25,7 +25,7 @@ use grantd::{
     server::{self, ServerOptions},
     storage::{self, ConnectionTrait, DatabaseConnection, PoolOptions},
 };
-use sea_orm::{Database, Statement};
+use sea_orm::{Database, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{
     Request, Status,
@@ -421,4 +421,21 @@ pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
         .get_details_bad_request()
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
+}
+
+/// Locks the membership row of (org, user) on PostgreSQL from a connection of the test's
+/// own, as a concurrent writer would; the lock lasts until the transaction ends. (SQLite's
+/// whole-database write lock cannot be held by a second connection of these tests.)
+pub async fn hold_membership_lock(db: &DatabaseConnection, org: &str, user: &str) -> DatabaseTransaction {
+    let tx = db.begin().await.expect("begin");
+    let rows = tx
+        .query_all(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT user_id FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR UPDATE",
+            [org.into(), user.into()],
+        ))
+        .await
+        .expect("lock the membership row");
+    assert_eq!(rows.len(), 1, "membership {org}/{user} to lock");
+    tx
 }
