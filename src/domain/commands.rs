@@ -1,5 +1,7 @@
 //! What each use-case is asked to do, already validated by the API layer.
 
+use std::fmt;
+
 use uuid::Uuid;
 
 use super::{OrganizationId, PermissionName, Resource, ResourceId, ResourceType, Revision, UserId, page::Page};
@@ -52,6 +54,16 @@ pub struct ListUserPermissions {
 pub enum PermissionRef {
     Id(Uuid),
     Name(PermissionName),
+}
+
+/// As a NOT_FOUND names it: the id, or the name.
+impl fmt::Display for PermissionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PermissionRef::Id(id) => id.fmt(f),
+            PermissionRef::Name(name) => name.fmt(f),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -43,13 +43,11 @@ impl Directory {
     }
 
     pub async fn get_permission(&self, permission: &PermissionRef) -> Result<Permission> {
-        let (found, label) = match permission {
-            PermissionRef::Id(id) => (storage::permissions::find_by_id(&self.db, *id).await?, id.to_string()),
-            PermissionRef::Name(name) => {
-                (storage::permissions::find_by_name(&self.db, name.as_str()).await?, name.to_string())
-            }
+        let found = match permission {
+            PermissionRef::Id(id) => storage::permissions::find_by_id(&self.db, *id).await?,
+            PermissionRef::Name(name) => storage::permissions::find_by_name(&self.db, name.as_str()).await?,
         };
-        found.ok_or(Error::NotFound { kind: "permission", ids: vec![label] })
+        found.ok_or_else(|| Error::NotFound { kind: "permission", ids: vec![permission.to_string()] })
     }
 
     pub async fn list_permissions(&self, page: Page) -> Result<ListPage<Permission>> {

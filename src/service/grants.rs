@@ -295,11 +295,7 @@ impl Grants {
                 return Err(resolve::not_found_organization(&cmd.organization_id));
             }
             if !read.permission_exists {
-                let id = match &cmd.permission {
-                    PermissionRef::Id(id) => id.to_string(),
-                    PermissionRef::Name(name) => name.to_string(),
-                };
-                return Err(Error::NotFound { kind: "permission", ids: vec![id] });
+                return Err(Error::NotFound { kind: "permission", ids: vec![cmd.permission.to_string()] });
             }
         }
         Ok(CheckOutcome { matched: read.matched, revision: read.revision })
