@@ -37,8 +37,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The resource type of every grant the tool makes.
 const RESOURCE_TYPE: &str = "bench_doc";
-/// How a check of a seeded grant that answered not-allowed is counted among the errors.
-const UNEXPECTED_DENIAL: &str = "UnexpectedDenial";
 /// The largest permission list one request may carry.
 const MAX_LIST: usize = 1_000;
 
@@ -343,13 +341,8 @@ async fn run(args: &Args, clients: &[Clients], plan: Arc<Plan>) -> anyhow::Resul
                 let begin = Instant::now();
                 let outcome = call(&mut client, &plan, scenario, task, n).await;
                 result.latencies.push(begin.elapsed());
-                if let Err(status) = outcome {
-                    let label = if status.message() == UNEXPECTED_DENIAL {
-                        UNEXPECTED_DENIAL.to_owned()
-                    } else {
-                        format!("{:?}", status.code())
-                    };
-                    *result.errors.entry(label).or_default() += 1;
+                if let Err(failure) = outcome {
+                    *result.errors.entry(failure.label()).or_default() += 1;
                 }
             }
             result
@@ -380,8 +373,31 @@ struct Clients {
     health: HealthClient<Channel>,
 }
 
+/// Why a call did not do what the scenario expects.
+enum Failure {
+    Status(Status),
+    /// A check of a seeded grant answered not-allowed.
+    UnexpectedDenial,
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Failure::Status(status)
+    }
+}
+
+impl Failure {
+    /// How the report counts it: the gRPC code's name, or `UnexpectedDenial`.
+    fn label(&self) -> String {
+        match self {
+            Failure::Status(status) => format!("{:?}", status.code()),
+            Failure::UnexpectedDenial => "UnexpectedDenial".to_owned(),
+        }
+    }
+}
+
 /// One request of the scenario; `n` is the global request number.
-async fn call(clients: &mut Clients, plan: &Plan, scenario: Scenario, task: usize, n: u64) -> Result<(), Status> {
+async fn call(clients: &mut Clients, plan: &Plan, scenario: Scenario, task: usize, n: u64) -> Result<(), Failure> {
     let scenario = match scenario {
         Scenario::Mixed if rand::random_range(0..10) == 0 => Scenario::Add,
         Scenario::Mixed => Scenario::Check,
@@ -415,7 +431,7 @@ async fn call(clients: &mut Clients, plan: &Plan, scenario: Scenario, task: usiz
                 })
                 .await?;
             if !answer.get_ref().allowed {
-                return Err(Status::new(tonic::Code::Unknown, UNEXPECTED_DENIAL));
+                return Err(Failure::UnexpectedDenial);
             }
         }
         Scenario::List => {
