@@ -81,27 +81,28 @@ pub struct CallRecord {
     pub outcome: Result<(u64, Effect), (Code, String)>,
 }
 
-/// Counts per outcome ("OK", "FailedPrecondition", ...) and rpc.
+/// "OK", or the name of the call's error code ("FailedPrecondition", ...).
+fn outcome_label(call: &CallRecord) -> String {
+    match &call.outcome {
+        Ok(_) => "OK".to_owned(),
+        Err((code, _)) => format!("{code:?}"),
+    }
+}
+
+/// Counts per outcome ("OK", "FailedPrecondition", ...).
 pub fn outcome_counts(calls: &[CallRecord]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for call in calls {
-        let code = match &call.outcome {
-            Ok(_) => "OK".to_owned(),
-            Err((code, _)) => format!("{code:?}"),
-        };
-        *counts.entry(code).or_insert(0) += 1;
+        *counts.entry(outcome_label(call)).or_insert(0) += 1;
     }
     counts
 }
 
+/// Counts per rpc and outcome ("AddUserPermissions OK", ...).
 pub fn rpc_counts(calls: &[CallRecord]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for call in calls {
-        let code = match &call.outcome {
-            Ok(_) => "OK".to_owned(),
-            Err((code, _)) => format!("{code:?}"),
-        };
-        *counts.entry(format!("{} {code}", call.rpc)).or_insert(0) += 1;
+        *counts.entry(format!("{} {}", call.rpc, outcome_label(call))).or_insert(0) += 1;
     }
     counts
 }
