@@ -118,7 +118,7 @@ pub async fn serve(
     let background = options.background_db.clone().unwrap_or_else(|| db.clone());
     let feed = ChangeFeed::start(background.clone(), options.watch_poll_interval, options.watch_buffer).await?;
     let grants = InterceptedService::new(
-        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone()))).max_decoding_message_size(limit),
+        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone())?)).max_decoding_message_size(limit),
         auth.clone(),
     );
     let directory = InterceptedService::new(

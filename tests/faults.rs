@@ -8,7 +8,9 @@
 //! * SIGKILL in the middle of 200-permission batches (PostgreSQL and SQLite): after a
 //!   restart every batch is entirely there or entirely absent;
 //! * SIGTERM: in-flight requests finish, new ones are refused, the process exits within
-//!   `--shutdown-grace-ms`.
+//!   `--shutdown-grace-ms`;
+//! * PostgreSQL ending every session between checks, whose connections grantd keeps from
+//!   one check to the next: the next checks still answer.
 //!
 //! Each test ends with the invariants of tests/common/invariants.rs. PostgreSQL comes
 //! from `GRANTD_TEST_POSTGRES_URL` (fails under `CI=true` when unreachable, skipped
@@ -33,6 +35,7 @@ use std::{
 };
 
 use common::hold_membership_lock;
+use grantd::api::pb::{self, check_permission_request::Permission};
 use invariants::{CallRecord, Policy, Snapshot};
 use process::{Clients, Grantd, SecretFile, TestDatabase, exec, terminate_backends, wait_for_lock_waiter, wait_health};
 use rand::{SeedableRng, rngs::StdRng};
@@ -516,4 +519,55 @@ async fn sigterm_exits_when_the_grace_period_ends() {
     let report = check(&server, &database, &[call], &Policy::strict()).await;
     assert_eq!(report.grants, 0, "the cut-off grant must not exist");
     println!("sigterm grace: {report:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// (e) Checks on connections the server has closed
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_answer_after_postgres_ended_every_session() {
+    let Some(database) = TestDatabase::postgres("t_consistency_faults_killed_reads").await else { return };
+    let secret = SecretFile::new();
+    // Two connections for checks, two for the rest.
+    let server = Grantd::start("killed-reads", &database.url, &secret, &["--db-max-connections", "4"]).await;
+    let admin = database.connect_admin().await;
+    let mut clients = Clients::admin(server.channel());
+    let fixture = workload::seed(&clients, "reads", 1, 1, 1).await;
+    let (org, user, permission) = (&fixture.orgs[0], &fixture.users[0], &fixture.permissions[0].0);
+    let resource = fixture.resources[1].clone();
+    let added = workload::add_permissions(
+        &mut clients,
+        org,
+        user,
+        vec![permission.clone()],
+        resource.clone(),
+        "reads-add".into(),
+        Instant::now(),
+        0,
+    )
+    .await;
+    assert!(added.outcome.is_ok(), "{added:?}");
+    let check = pb::CheckPermissionRequest {
+        organization_id: org.clone(),
+        user_id: user.clone(),
+        permission: Some(Permission::PermissionId(permission.clone())),
+        resource: Some(pb::Resource { r#type: resource.0, id: resource.1 }),
+        at_least_revision: 0,
+    };
+    for round in 0..3 {
+        // Concurrent checks, so that more than one connection is kept between checks.
+        let answers = futures::future::join_all((0..4).map(|_| {
+            let mut grants = clients.grants.clone();
+            let check = check.clone();
+            async move { grants.check_permission(check).await }
+        }))
+        .await;
+        for answer in answers {
+            let answer = answer.unwrap_or_else(|status| panic!("round {round}: check failed: {status:?}"));
+            assert!(answer.into_inner().allowed, "round {round}: the grant must allow");
+        }
+        let killed = terminate_backends(&admin, database.postgres_name()).await;
+        println!("killed reads: round {round} terminated {killed} backends");
+        assert!(killed > 0, "grantd must have had connections to end");
+    }
 }

@@ -1,6 +1,6 @@
 //! The four grant writes and the two grant reads.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use uuid::Uuid;
 
@@ -19,7 +19,7 @@ use crate::{
         model::{ChangeKind, Grant},
     },
     storage::{
-        self, DatabaseConnection, Lock,
+        self, DatabaseConnection, Lock, ReadConnections,
         changes::NewChange,
         grants::{GrantKey, PermissionKey, ResourceFilter, Selection, Target},
     },
@@ -62,6 +62,7 @@ pub struct CheckOutcome {
 #[derive(Debug, Clone)]
 pub struct Grants {
     db: DatabaseConnection,
+    reads: Arc<ReadConnections>,
 }
 
 fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
@@ -78,8 +79,9 @@ fn revocation_events(keys: Vec<GrantKey>) -> Vec<NewChange> {
 }
 
 impl Grants {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection) -> Result<Self> {
+        let reads = ReadConnections::new(&db)?;
+        Ok(Self { db, reads: Arc::new(reads) })
     }
 
     /// Grants every listed permission to a member. The membership row is locked first, so
@@ -287,7 +289,7 @@ impl Grants {
             resource_type: cmd.resource.kind.as_str(),
             resource_id: cmd.resource.id.as_str(),
         };
-        let read = storage::grants::check(&self.db, target, &key).await?;
+        let read = storage::grants::check(&self.reads, target, &key).await?;
         resolve::ensure_revision_reached(read.revision, cmd.at_least_revision)?;
         if read.matched.is_none() {
             // A denial for a name nobody defined is more likely a typo than an answer.

@@ -11,7 +11,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::{grant, permission};
+use super::{
+    ReadConnections,
+    entities::{grant, permission},
+};
 use crate::domain::{Error, Result, Revision, model::Grant};
 
 /// The organization and user a batch of grant changes is about, and the resource.
@@ -332,8 +335,8 @@ fn check_sql(backend: DatabaseBackend, by_id: bool) -> &'static str {
     &texts[index]
 }
 
-pub async fn check(conn: &impl ConnectionTrait, target: Target<'_>, permission: &PermissionKey) -> Result<CheckRead> {
-    let backend = conn.get_database_backend();
+pub async fn check(reads: &ReadConnections, target: Target<'_>, permission: &PermissionKey) -> Result<CheckRead> {
+    let backend = reads.backend();
     let (by_id, permission_value): (bool, Value) = match permission {
         PermissionKey::Id(id) => (true, (*id).into()),
         PermissionKey::Name(name) => (false, name.as_str().into()),
@@ -350,10 +353,9 @@ pub async fn check(conn: &impl ConnectionTrait, target: Target<'_>, permission: 
             crate::domain::ResourceType::ORGANIZATION.into(),
         ],
     );
-    let row = CheckRow::find_by_statement(statement)
-        .one(conn)
-        .await?
-        .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?;
+    let row =
+        reads.query_one(&statement).await?.ok_or_else(|| Error::Internal("revision counter row is missing".into()))?;
+    let row = CheckRow::from_query_result(&row, "")?;
     let matched = match (
         row.permission_found,
         row.permission_name.clone(),

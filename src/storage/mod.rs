@@ -13,8 +13,10 @@ mod lock;
 pub mod memberships;
 pub mod organizations;
 pub mod permissions;
+mod reads;
 pub mod tx;
 
 pub use connect::{PoolOptions, connect, migrate_down, migrate_status, migrate_up};
 pub use lock::Lock;
+pub use reads::ReadConnections;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};

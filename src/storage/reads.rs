@@ -1,0 +1,176 @@
+//! Connections kept out of sqlx's pool for one-statement reads (CheckPermission).
+//!
+//! sqlx tests every connection that returns to its pool (on PostgreSQL a `Sync` and a
+//! wait for `ReadyForQuery`, on SQLite a round trip to the connection's thread), and sqlx
+//! 0.8 cannot be told not to. For a check, which is one statement, that doubled the
+//! round trips: perf put 16% of grantd's CPU time in that test under a check load. These
+//! connections are taken from the pool once and handed from one read to the next without
+//! it. A read that fails or is cancelled drops its connection, which then goes back to
+//! sqlx's pool, is tested there and closed if broken; so the usual pool rules still hold
+//! for every connection that might be in a bad state.
+
+use std::{fmt, sync::Mutex, time::Duration};
+
+use sea_orm::{
+    ConnAcquireErr, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, RuntimeErr, Statement,
+    Values, sqlx,
+};
+use sea_query_binder::SqlxValues;
+use sqlx::{Postgres, Sqlite, pool::PoolConnection};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// One attempt per connection a restarted server may have closed, within reason.
+const MAX_ATTEMPTS: u32 = 5;
+
+pub struct ReadConnections {
+    pool: Pool,
+    /// Connections between two reads; never more than `permits` allows.
+    idle: Mutex<Vec<Connection>>,
+    /// How many connections reads may hold at once: the rest of the pool stays for
+    /// writes and the other RPCs.
+    permits: Semaphore,
+    acquire_timeout: Duration,
+}
+
+impl fmt::Debug for ReadConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadConnections")
+            .field("backend", &self.backend())
+            .field("available", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Pool {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+enum Connection {
+    Postgres(PoolConnection<Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+/// A connection lent to one read, with its place among the `permits`. Dropped without
+/// [`Lease::give_back`], the connection goes to sqlx's pool instead of `idle`.
+struct Lease<'a> {
+    lender: &'a ReadConnections,
+    connection: Option<Connection>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Lease<'_> {
+    fn give_back(mut self) {
+        if let (Some(connection), Ok(mut idle)) = (self.connection.take(), self.lender.idle.lock()) {
+            idle.push(connection);
+        }
+    }
+}
+
+impl ReadConnections {
+    /// Reads may hold up to half of `db`'s pool (at least one connection), and wait for
+    /// one as long as the pool's acquire timeout.
+    pub fn new(db: &DatabaseConnection) -> Result<Self, DbErr> {
+        let (pool, max_connections, acquire_timeout) = match db.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                let pool = db.get_postgres_connection_pool().clone();
+                let options = pool.options();
+                let (max, timeout) = (options.get_max_connections(), options.get_acquire_timeout());
+                (Pool::Postgres(pool), max, timeout)
+            }
+            DatabaseBackend::Sqlite => {
+                let pool = db.get_sqlite_connection_pool().clone();
+                let options = pool.options();
+                let (max, timeout) = (options.get_max_connections(), options.get_acquire_timeout());
+                (Pool::Sqlite(pool), max, timeout)
+            }
+            other => return Err(DbErr::Custom(format!("grantd does not read from {other:?}"))),
+        };
+        let permits = usize::try_from(max_connections / 2).unwrap_or(1).max(1);
+        Ok(Self { pool, idle: Mutex::new(Vec::new()), permits: Semaphore::new(permits), acquire_timeout })
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        match self.pool {
+            Pool::Postgres(_) => DatabaseBackend::Postgres,
+            Pool::Sqlite(_) => DatabaseBackend::Sqlite,
+        }
+    }
+
+    /// Runs one read-only statement. When the connection, not the statement, fails (the
+    /// server may have closed it while it waited idle, here or in sqlx's pool) the
+    /// statement runs again on another: a read is safe to repeat.
+    pub async fn query_one(&self, statement: &Statement) -> Result<Option<QueryResult>, DbErr> {
+        let mut attempt = 1;
+        loop {
+            match run(self.lease().await?, statement).await {
+                Err(err) if attempt < MAX_ATTEMPTS && is_connection_failure(&err) => {
+                    tracing::debug!(attempt, error = %err, "a read connection failed, retrying on another");
+                    attempt += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// A connection within the acquire timeout, counting both waits: for a permit, then
+    /// for sqlx's pool when no connection is idle here.
+    async fn lease(&self) -> Result<Lease<'_>, DbErr> {
+        let lease = async {
+            let permit =
+                self.permits.acquire().await.map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?;
+            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let connection = match idle {
+                Some(connection) => connection,
+                None => match &self.pool {
+                    Pool::Postgres(pool) => Connection::Postgres(pool.acquire().await.map_err(acquire_error)?),
+                    Pool::Sqlite(pool) => Connection::Sqlite(pool.acquire().await.map_err(acquire_error)?),
+                },
+            };
+            Ok(Lease { lender: self, connection: Some(connection), _permit: permit })
+        };
+        tokio::time::timeout(self.acquire_timeout, lease)
+            .await
+            .unwrap_or(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)))
+    }
+}
+
+async fn run(mut lease: Lease<'_>, statement: &Statement) -> Result<Option<QueryResult>, DbErr> {
+    let values = SqlxValues(statement.values.clone().unwrap_or(Values(Vec::new())));
+    let row = match lease.connection.as_mut() {
+        Some(Connection::Postgres(connection)) => sqlx::query_with(&statement.sql, values)
+            .fetch_optional(&mut **connection)
+            .await
+            .map(|row| row.map(QueryResult::from)),
+        Some(Connection::Sqlite(connection)) => sqlx::query_with(&statement.sql, values)
+            .fetch_optional(&mut **connection)
+            .await
+            .map(|row| row.map(QueryResult::from)),
+        None => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
+    }
+    .map_err(|err| DbErr::Query(RuntimeErr::SqlxError(err)))?;
+    lease.give_back();
+    Ok(row)
+}
+
+fn acquire_error(err: sqlx::Error) -> DbErr {
+    match err {
+        sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+        sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+        other => DbErr::Conn(RuntimeErr::SqlxError(other)),
+    }
+}
+
+/// The connection, not the statement, failed: it broke, or the server ended the session
+/// (PostgreSQL classes 08 and 57P, e.g. after a restart).
+fn is_connection_failure(err: &DbErr) -> bool {
+    match err {
+        DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(db_err))) => {
+            db_err.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        }
+        DbErr::Query(RuntimeErr::SqlxError(err)) => {
+            matches!(err, sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed)
+        }
+        _ => false,
+    }
+}
