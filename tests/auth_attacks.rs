@@ -36,6 +36,7 @@ backend_tests!(
     garbage_bearer_token_is_unauthenticated,
     token_signed_with_another_secret_is_unauthenticated,
     expired_token_is_unauthenticated,
+    token_accepted_before_is_refused_once_it_expires,
     token_not_yet_valid_is_unauthenticated,
     alg_none_token_is_unauthenticated,
     token_with_its_signature_stripped_is_unauthenticated,
@@ -106,6 +107,19 @@ async fn expired_token_is_unauthenticated(server: TestServer) {
     assert_rejected(&server, &server.channel, Bearer::new(&hs256(TEST_SECRET, &expired)), "expired").await;
     let long_expired = Claims { exp: 1, nbf: None, iat: None, ..claims("mallory", true) };
     assert_rejected(&server, &server.channel, Bearer::new(&hs256(TEST_SECRET, &long_expired)), "expired").await;
+    assert_nothing_written(&server, before).await;
+}
+
+/// The server remembers tokens that verified; that must not outlive their `exp`.
+async fn token_accepted_before_is_refused_once_it_expires(server: TestServer) {
+    let before = prepare(&server).await;
+    // Expired, but within the 30 s leeway for a few more seconds.
+    let expiring = Claims { exp: now() - 25, nbf: None, iat: None, ..claims("reader", false) };
+    let token = hs256(TEST_SECRET, &expiring);
+    assert_accepted(&server.channel, Bearer::new(&token)).await;
+    let beyond_leeway = expiring.exp + 32;
+    tokio::time::sleep(Duration::from_secs(beyond_leeway.saturating_sub(now()))).await;
+    assert_rejected(&server, &server.channel, Bearer::new(&token), "expired").await;
     assert_nothing_written(&server, before).await;
 }
 

@@ -2,6 +2,7 @@
 //! extensions. What a caller may do is decided later, inside each use-case's transaction
 //! (`service::access`), so that a right revoked mid-flight cannot be used once more.
 
+mod cache;
 mod keys;
 mod token;
 mod verify;

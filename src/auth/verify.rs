@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::RwLock;
 
-use super::{ADMIN_SCOPE, Caller, KeyConfig, KeySet, keys::VerifyKey};
+use super::{ADMIN_SCOPE, Caller, KeyConfig, KeySet, cache::VerifiedTokens, keys::VerifyKey};
 use crate::domain::UserId;
 
 /// What a token is rejected for; the text goes to the client, so it names the problem
@@ -94,6 +94,9 @@ impl Claims {
     }
 }
 
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+const LEEWAY: u64 = 30;
+
 /// Verifies tokens against a [`KeySet`] and the configured issuer and audience.
 /// The keys are replaced in place by [`Verifier::reload`], so files can be rotated
 /// while the server runs.
@@ -102,39 +105,50 @@ pub struct Verifier {
     keys: RwLock<KeySet>,
     issuer: Option<String>,
     audience: Option<String>,
+    verified: VerifiedTokens,
 }
 
 impl Verifier {
     pub fn new(config: KeyConfig, issuer: Option<String>, audience: Option<String>) -> Result<Self, String> {
         let keys = RwLock::new(KeySet::load(&config)?);
-        Ok(Self { config, keys, issuer, audience })
+        Ok(Self { config, keys, issuer, audience, verified: VerifiedTokens::default() })
     }
 
     /// Reads the key files again; on failure the keys in use stay.
     pub fn reload(&self) -> Result<(), String> {
         let keys = KeySet::load(&self.config)?;
         *self.keys.write().map_err(|_| "key set lock poisoned".to_owned())? = keys;
+        // A token signed with a key that is gone must not pass from memory.
+        self.verified.forget_all();
         Ok(())
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        if let Some(caller) = self.verified.get(token) {
+            return Ok(caller);
+        }
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         let keys = self.keys.read().map_err(|_| AuthError::Malformed)?;
         let mut last = AuthError::Signature;
         for key in keys.candidates(header.kid.as_deref(), header.alg)? {
             match self.verify_with(token, key) {
                 Err(AuthError::Signature) => last = AuthError::Signature,
-                other => return other,
+                Ok((caller, expires)) => {
+                    self.verified.remember(token, &caller, expires.saturating_add(LEEWAY));
+                    return Ok(caller);
+                }
+                Err(other) => return Err(other),
             }
         }
         Err(last)
     }
 
-    fn verify_with(&self, token: &str, key: &VerifyKey) -> Result<Caller, AuthError> {
+    /// The caller and the token's `exp`.
+    fn verify_with(&self, token: &str, key: &VerifyKey) -> Result<(Caller, u64), AuthError> {
         let mut validation = Validation::new(key.algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = LEEWAY;
         match &self.issuer {
             Some(issuer) => {
                 validation.set_issuer(&[issuer]);
@@ -164,6 +178,7 @@ impl Verifier {
         if UserId::parse(&claims.sub).is_err() {
             return Err(AuthError::Claims("sub is not a valid user id".into()));
         }
-        Ok(Caller { admin: claims.is_admin(), subject: claims.sub, organizations: claims.orgs })
+        let caller = Caller { admin: claims.is_admin(), subject: claims.sub, organizations: claims.orgs };
+        Ok((caller, claims.exp))
     }
 }
