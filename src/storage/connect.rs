@@ -8,6 +8,8 @@ use sea_orm::{
 };
 use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 
+use super::tx::SQLITE_WRITER;
+
 /// Arbitrary, but fixed: every grantd replica takes this advisory lock to migrate.
 const MIGRATION_LOCK_KEY: i64 = 0x6772_616e_7464; // "grantd"
 
@@ -31,7 +33,8 @@ impl Default for PoolOptions {
 }
 
 /// Connects to `url` (`sqlite://...` or `postgres://...`). SQLite gets WAL mode, a busy
-/// timeout, NORMAL synchronous (durable in WAL mode except on power loss) and foreign keys.
+/// timeout, NORMAL synchronous (durable in WAL mode except on power loss), foreign keys,
+/// and no automatic checkpoints: [`checkpoint_sqlite_wal`] runs them in the background.
 pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection, DbErr> {
     let busy_timeout = pool.sqlite_busy_timeout;
     let mut options = ConnectOptions::new(url);
@@ -51,8 +54,40 @@ pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
+                // An automatic checkpoint runs inside the commit that crosses 1,000 WAL
+                // pages, fsyncs included: 13% of the CPU of 1,000-permission adds (perf).
+                .pragma("wal_autocheckpoint", "0")
+                // The WAL file keeps its largest size unless told; 64 MiB after a burst.
+                .pragma("journal_size_limit", "67108864")
         });
     Database::connect(options).await
+}
+
+/// Moves what the SQLite WAL holds into the database file every `interval`, until the
+/// task is dropped; does nothing on PostgreSQL. A first PASSIVE pass copies pages while
+/// writers go on; a second, holding this process's writer lock (see `tx::write`), copies
+/// what they added meanwhile, so the checkpoint is complete and the next writer starts
+/// the WAL over instead of growing it. When the last connection closes, SQLite
+/// checkpoints what is left.
+pub async fn checkpoint_sqlite_wal(db: DatabaseConnection, interval: Duration) {
+    if db.get_database_backend() != DatabaseBackend::Sqlite {
+        return;
+    }
+    let checkpoint = || Statement::from_string(DatabaseBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+    loop {
+        tokio::time::sleep(interval).await;
+        let concurrent = db.execute(checkpoint()).await;
+        let complete = match concurrent {
+            Ok(_) => {
+                let _writer = SQLITE_WRITER.lock().await;
+                db.execute(checkpoint()).await
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = complete {
+            tracing::warn!(error = %err, "SQLite WAL checkpoint failed; retrying at the next interval");
+        }
+    }
 }
 
 /// Applies every pending migration. On PostgreSQL they run in one transaction holding an

@@ -16,7 +16,7 @@ pub mod permissions;
 mod reads;
 pub mod tx;
 
-pub use connect::{PoolOptions, connect, migrate_down, migrate_status, migrate_up};
+pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up};
 pub use lock::Lock;
 pub use reads::ReadConnections;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};

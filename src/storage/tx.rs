@@ -49,7 +49,8 @@ where
     }
 }
 
-static SQLITE_WRITER: Mutex<()> = Mutex::const_new(());
+/// This process's SQLite writers, one at a time (and the WAL checkpoint's second pass).
+pub(super) static SQLITE_WRITER: Mutex<()> = Mutex::const_new(());
 
 /// Where an attempt failed: at BEGIN, or once the transaction had started.
 enum Failure {

@@ -264,6 +264,10 @@ impl TestServer {
         AuditServiceClient::new(self.channel_as(Bearer::new(&token(subject, false))))
     }
 
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
     pub fn statement_count(&self) -> u64 {
         self.statements.load(Ordering::SeqCst)
     }
