@@ -77,9 +77,11 @@ bench() { # backend run args...
   "$BENCH" "$@" --addr "127.0.0.1:$port" 2>/dev/null | grep '^{' |
     sed "s/^{/{\"tool\":\"grantd-bench\",\"backend\":\"$backend\",\"run\":$run,/" | tee -a "$RESULTS" >&2
 }
+# Values bench/sql/seed.sql created, bound as parameters like grantd's own.
+CEILING_VARIABLES=(-D org=ceiling -D rtype=bench_doc -D otype=organization -D perm=ceiling-p0)
 ceiling() { # run script clients
   local tps
-  tps=$(pgbench -n -M prepared -f "bench/sql/$2.sql" -c "$3" -j 2 -T "${DURATION%s}" "$DB" 2>/dev/null |
+  tps=$(pgbench -n -M prepared "${CEILING_VARIABLES[@]}" -f "bench/sql/$2.sql" -c "$3" -j 2 -T "${DURATION%s}" "$DB" 2>/dev/null |
     awk '/^tps/ {print $3}')
   printf '{"tool":"pgbench","backend":"postgres","run":%s,"scenario":"%s","clients":%s,"requests_per_s":%s}\n' \
     "$1" "$2" "$3" "${tps:-0}" | tee -a "$RESULTS" >&2
