@@ -10,7 +10,8 @@
 //! * SIGTERM: in-flight requests finish, new ones are refused, the process exits within
 //!   `--shutdown-grace-ms`;
 //! * PostgreSQL ending every session between checks, whose connections grantd keeps from
-//!   one check to the next: the next checks still answer.
+//!   one check to the next: the next checks still answer; and between writes, with a full
+//!   pool of broken connections: the next write still commits.
 //!
 //! Each test ends with the invariants of tests/common/invariants.rs. PostgreSQL comes
 //! from `GRANTD_TEST_POSTGRES_URL` (fails under `CI=true` when unreachable, skipped
@@ -569,5 +570,36 @@ async fn checks_answer_after_postgres_ended_every_session() {
         let killed = terminate_backends(&admin, database.postgres_name()).await;
         println!("killed reads: round {round} terminated {killed} backends");
         assert!(killed > 0, "grantd must have had connections to end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_commits_after_postgres_ended_every_pooled_session() {
+    let Some(database) = TestDatabase::postgres("t_consistency_faults_killed_writes").await else { return };
+    let secret = SecretFile::new();
+    let server = Grantd::start("killed-writes", &database.url, &secret, &["--db-max-connections", "12"]).await;
+    let admin = database.connect_admin().await;
+    let clients = Clients::admin(server.channel());
+    let fixture = workload::seed(&clients, "writes", 1, 1, 12).await;
+    let (org, permission) = (&fixture.orgs[0], &fixture.permissions[0].0);
+    let add = |user: usize, resource: String| {
+        let mut clients = clients.clone();
+        let (org, user, permission) = (org.clone(), fixture.users[user].clone(), permission.clone());
+        async move {
+            let id = format!("writes-{user}-{resource}");
+            let resource = ("folder".to_owned(), resource);
+            workload::add_permissions(&mut clients, &org, &user, vec![permission], resource, id, Instant::now(), 0)
+                .await
+        }
+    };
+    for round in 0..2 {
+        // Concurrent writes leave many connections in the pool.
+        let calls = futures::future::join_all((0..12).map(|user| add(user, format!("r{round}-many")))).await;
+        assert!(calls.iter().all(|call| call.outcome.is_ok()), "round {round}: {calls:#?}");
+        let killed = terminate_backends(&admin, database.postgres_name()).await;
+        println!("killed writes: round {round} terminated {killed} backends");
+        // One write now meets every broken connection before a new one.
+        let call = add(0, format!("r{round}-one")).await;
+        assert!(call.outcome.is_ok(), "round {round}: the write after the sessions ended failed: {call:?}");
     }
 }

@@ -8,7 +8,10 @@
 use std::{future::Future, pin::Pin, time::Duration};
 
 use rand::Rng;
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait,
+    sqlx,
+};
 use tokio::sync::Mutex;
 
 use super::changes;
@@ -26,16 +29,24 @@ where
     F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
 {
     let mut attempt = 1;
+    // After the server ended every session, each pooled connection fails its BEGIN once.
+    let mut broken_left = pool_capacity(db);
     loop {
         match attempt_once(db, &body).await {
             Ok(value) => return Ok(value),
-            Err(Failure::Begin(Error::Unavailable(detail))) if attempt < MAX_ATTEMPTS => {
+            Err(Failure::BrokenConnection(err)) if broken_left > 0 => {
                 // Nothing was sent for the request yet, so another attempt is safe; sqlx
                 // drops the broken connection. Pooled connections are not pinged before
-                // use, so one the server has closed fails here.
+                // use, so one the server has closed fails here. Not an attempt: the next
+                // connection may be as old, and a new one is opened once they are gone.
+                broken_left -= 1;
+                tracing::debug!(broken_left, error = %err, "a pooled connection was broken, retrying");
+                continue;
+            }
+            Err(Failure::Begin(Error::Unavailable(detail))) if attempt < MAX_ATTEMPTS => {
                 tracing::debug!(attempt, %detail, "could not begin a transaction, retrying");
             }
-            Err(Failure::Begin(err)) => return Err(err),
+            Err(Failure::Begin(err) | Failure::BrokenConnection(err)) => return Err(err),
             Err(Failure::Body(Error::Conflict)) if attempt < MAX_ATTEMPTS => {
                 let ceiling = BASE_BACKOFF * 2u32.pow(attempt - 1);
                 let pause = rand::rng().random_range(Duration::ZERO..=ceiling);
@@ -52,10 +63,37 @@ where
 /// This process's SQLite writers, one at a time (and the WAL checkpoint's second pass).
 pub(super) static SQLITE_WRITER: Mutex<()> = Mutex::const_new(());
 
-/// Where an attempt failed: at BEGIN, or once the transaction had started.
+/// Where an attempt failed: at BEGIN on a connection that turned out broken, at BEGIN
+/// otherwise (no connection to be had), or once the transaction had started.
 enum Failure {
+    BrokenConnection(Error),
     Begin(Error),
     Body(Error),
+}
+
+fn pool_capacity(db: &DatabaseConnection) -> u32 {
+    match db.get_database_backend() {
+        DatabaseBackend::Postgres => db.get_postgres_connection_pool().options().get_max_connections(),
+        DatabaseBackend::Sqlite => db.get_sqlite_connection_pool().options().get_max_connections(),
+        _ => 0,
+    }
+}
+
+fn begin_failure(err: DbErr) -> Failure {
+    match err {
+        DbErr::ConnectionAcquire(_) => Failure::Begin(err.into()),
+        DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)))
+        | DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) => {
+            Failure::BrokenConnection(err.into())
+        }
+        DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(ref db_err)))
+        | DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(ref db_err)))
+            if db_err.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
+        {
+            Failure::BrokenConnection(err.into())
+        }
+        other => Failure::Begin(other.into()),
+    }
 }
 
 async fn attempt_once<T, F>(db: &DatabaseConnection, body: &F) -> Result<T, Failure>
@@ -69,7 +107,7 @@ where
         DatabaseBackend::Sqlite => Some(SQLITE_WRITER.lock().await),
         _ => None,
     };
-    let tx = db.begin().await.map_err(|err| Failure::Begin(err.into()))?;
+    let tx = db.begin().await.map_err(begin_failure)?;
     let run = async {
         if tx.get_database_backend() == DatabaseBackend::Sqlite {
             // The first statement writes, so the transaction takes SQLite's write lock at
