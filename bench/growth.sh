@@ -67,11 +67,16 @@ VACUUM ANALYZE;
 SQL
 log "stored in $(( $(date +%s) - started )) s; $(psql -Atq -d "$DB" -c 'SELECT count(*) FROM grants') grants in all"
 
-log "plan of grantd's check statement at this size"
-sed -n 's/^SELECT/EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT/p' bench/sql/check.sql |
-  sed "s/'ceiling-u' || :k::text/'growth-u4242'/g; s/'seed-' || :k::text/'d4242'/g;
-       s/'ceiling-p' || :p::text/'growth-p7'/g; s/'ceiling'/'growth'/g; s/'bench_doc'/'doc'/g" |
-  psql -d "$DB" | tee "$OUT/check-plan.txt" >&2
+log "plan of grantd's check statement at this size (the generic plan its prepared statement runs)"
+statement=$(grep -E '^(WITH|SELECT)' bench/sql/check.sql |
+  sed "s/:org/\$1/g; s/'ceiling-u' || :k::text/\$2/g; s/:rtype/\$3/g; s/'seed-' || :k::text/\$4/g;
+       s/'ceiling-p' || :p::text/\$5/g; s/:otype/\$6/g; s/;\$//")
+psql -d "$DB" <<SQL | tee "$OUT/check-plan.txt" >&2
+SET plan_cache_mode = force_generic_plan;
+PREPARE check_permission(text, text, text, text, text, text) AS $statement;
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+  EXECUTE check_permission('growth', 'growth-u4242', 'doc', 'd4242', 'growth-p7', 'organization');
+SQL
 
 log "check with $GRANTS more grants stored"
 measure large
