@@ -63,6 +63,22 @@ pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection
     Database::connect(options).await
 }
 
+/// The size of `db`'s pool and how long a request waits for one of its connections;
+/// nothing for a connection without a pool.
+pub(super) fn pool_limits(db: &DatabaseConnection) -> (u32, Duration) {
+    match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let options = db.get_postgres_connection_pool().options();
+            (options.get_max_connections(), options.get_acquire_timeout())
+        }
+        DatabaseBackend::Sqlite => {
+            let options = db.get_sqlite_connection_pool().options();
+            (options.get_max_connections(), options.get_acquire_timeout())
+        }
+        _ => (0, Duration::ZERO),
+    }
+}
+
 /// Moves what the SQLite WAL holds into the database file every `interval`, until the
 /// task is dropped; does nothing on PostgreSQL. A first PASSIVE pass copies pages while
 /// writers go on; a second, holding this process's writer lock (see `tx::write`), copies
@@ -73,18 +89,15 @@ pub async fn checkpoint_sqlite_wal(db: DatabaseConnection, interval: Duration) {
     if db.get_database_backend() != DatabaseBackend::Sqlite {
         return;
     }
-    let checkpoint = || Statement::from_string(DatabaseBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+    let passive = || Statement::from_string(DatabaseBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
     loop {
         tokio::time::sleep(interval).await;
-        let concurrent = db.execute(checkpoint()).await;
-        let complete = match concurrent {
-            Ok(_) => {
-                let _writer = SQLITE_WRITER.lock().await;
-                db.execute(checkpoint()).await
-            }
-            Err(err) => Err(err),
+        let checkpoint = async {
+            db.execute(passive()).await?;
+            let _writer = SQLITE_WRITER.lock().await;
+            db.execute(passive()).await
         };
-        if let Err(err) = complete {
+        if let Err(err) = checkpoint.await {
             tracing::warn!(error = %err, "SQLite WAL checkpoint failed; retrying at the next interval");
         }
     }

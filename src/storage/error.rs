@@ -42,3 +42,18 @@ fn classify_sqlx(sqlx_err: &sqlx::Error, err: &DbErr) -> Error {
         _ => Error::Internal(err.to_string()),
     }
 }
+
+/// The connection, not the statement, failed: it broke, or the server ended the session
+/// (PostgreSQL classes 08 and 57P, e.g. after a restart). Another connection may succeed.
+pub(super) fn is_broken_connection(err: &DbErr) -> bool {
+    let (DbErr::Query(RuntimeErr::SqlxError(sqlx_err)) | DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))) = err else {
+        return false;
+    };
+    match sqlx_err {
+        sqlx::Error::Database(db_err) => {
+            db_err.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        }
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}

@@ -19,6 +19,8 @@ use sea_query_binder::SqlxValues;
 use sqlx::{Postgres, Sqlite, pool::PoolConnection};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::{connect::pool_limits, error::is_broken_connection};
+
 /// One attempt per connection a restarted server may have closed, within reason.
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -71,21 +73,12 @@ impl ReadConnections {
     /// Reads may hold up to half of `db`'s pool (at least one connection), and wait for
     /// one as long as the pool's acquire timeout.
     pub fn new(db: &DatabaseConnection) -> Result<Self, DbErr> {
-        let (pool, max_connections, acquire_timeout) = match db.get_database_backend() {
-            DatabaseBackend::Postgres => {
-                let pool = db.get_postgres_connection_pool().clone();
-                let options = pool.options();
-                let (max, timeout) = (options.get_max_connections(), options.get_acquire_timeout());
-                (Pool::Postgres(pool), max, timeout)
-            }
-            DatabaseBackend::Sqlite => {
-                let pool = db.get_sqlite_connection_pool().clone();
-                let options = pool.options();
-                let (max, timeout) = (options.get_max_connections(), options.get_acquire_timeout());
-                (Pool::Sqlite(pool), max, timeout)
-            }
+        let pool = match db.get_database_backend() {
+            DatabaseBackend::Postgres => Pool::Postgres(db.get_postgres_connection_pool().clone()),
+            DatabaseBackend::Sqlite => Pool::Sqlite(db.get_sqlite_connection_pool().clone()),
             other => return Err(DbErr::Custom(format!("grantd does not read from {other:?}"))),
         };
+        let (max_connections, acquire_timeout) = pool_limits(db);
         let permits = usize::try_from(max_connections / 2).unwrap_or(1).max(1);
         Ok(Self { pool, idle: Mutex::new(Vec::new()), permits: Semaphore::new(permits), acquire_timeout })
     }
@@ -104,7 +97,7 @@ impl ReadConnections {
         let mut attempt = 1;
         loop {
             match run(self.lease().await?, statement).await {
-                Err(err) if attempt < MAX_ATTEMPTS && is_connection_failure(&err) => {
+                Err(err) if attempt < MAX_ATTEMPTS && is_broken_connection(&err) => {
                     tracing::debug!(attempt, error = %err, "a read connection failed, retrying on another");
                     attempt += 1;
                 }
@@ -158,19 +151,5 @@ fn acquire_error(err: sqlx::Error) -> DbErr {
         sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
         sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
         other => DbErr::Conn(RuntimeErr::SqlxError(other)),
-    }
-}
-
-/// The connection, not the statement, failed: it broke, or the server ended the session
-/// (PostgreSQL classes 08 and 57P, e.g. after a restart).
-fn is_connection_failure(err: &DbErr) -> bool {
-    match err {
-        DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(db_err))) => {
-            db_err.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
-        }
-        DbErr::Query(RuntimeErr::SqlxError(err)) => {
-            matches!(err, sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed)
-        }
-        _ => false,
     }
 }

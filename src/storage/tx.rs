@@ -8,13 +8,10 @@
 use std::{future::Future, pin::Pin, time::Duration};
 
 use rand::Rng;
-use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait,
-    sqlx,
-};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::Mutex;
 
-use super::changes;
+use super::{changes, connect::pool_limits, error::is_broken_connection};
 use crate::domain::{Error, Result};
 
 const MAX_ATTEMPTS: u32 = 5;
@@ -30,7 +27,7 @@ where
 {
     let mut attempt = 1;
     // After the server ended every session, each pooled connection fails its BEGIN once.
-    let mut broken_left = pool_capacity(db);
+    let mut broken_left = pool_limits(db).0;
     loop {
         match attempt_once(db, &body).await {
             Ok(value) => return Ok(value),
@@ -71,29 +68,8 @@ enum Failure {
     Body(Error),
 }
 
-fn pool_capacity(db: &DatabaseConnection) -> u32 {
-    match db.get_database_backend() {
-        DatabaseBackend::Postgres => db.get_postgres_connection_pool().options().get_max_connections(),
-        DatabaseBackend::Sqlite => db.get_sqlite_connection_pool().options().get_max_connections(),
-        _ => 0,
-    }
-}
-
 fn begin_failure(err: DbErr) -> Failure {
-    match err {
-        DbErr::ConnectionAcquire(_) => Failure::Begin(err.into()),
-        DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)))
-        | DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) => {
-            Failure::BrokenConnection(err.into())
-        }
-        DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(ref db_err)))
-        | DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(ref db_err)))
-            if db_err.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
-        {
-            Failure::BrokenConnection(err.into())
-        }
-        other => Failure::Begin(other.into()),
-    }
+    if is_broken_connection(&err) { Failure::BrokenConnection(err.into()) } else { Failure::Begin(err.into()) }
 }
 
 async fn attempt_once<T, F>(db: &DatabaseConnection, body: &F) -> Result<T, Failure>
