@@ -525,15 +525,39 @@ async fn sigterm_exits_when_the_grace_period_ends() {
 // ---------------------------------------------------------------------------------------
 // (e) Checks on connections the server has closed
 
+/// A grantd with a pool of `pool` connections on a fresh PostgreSQL database, seeded with
+/// one organization, one permission and `members` members, and a connection to end its
+/// sessions with.
+struct Sessions {
+    database: TestDatabase,
+    _secret: SecretFile,
+    _server: Grantd,
+    admin: DatabaseConnection,
+    clients: Clients,
+    fixture: workload::Fixture,
+}
+
+async fn sessions(tag: &str, pool: &str, members: usize) -> Option<Sessions> {
+    let database = TestDatabase::postgres(&format!("t_consistency_faults_killed_{tag}")).await?;
+    let secret = SecretFile::new();
+    let server = Grantd::start(&format!("killed-{tag}"), &database.url, &secret, &["--db-max-connections", pool]).await;
+    let admin = database.connect_admin().await;
+    let clients = Clients::admin(server.channel());
+    let fixture = workload::seed(&clients, tag, 1, 1, members).await;
+    Some(Sessions { database, _secret: secret, _server: server, admin, clients, fixture })
+}
+
+impl Sessions {
+    async fn end_all(&self) -> usize {
+        terminate_backends(&self.admin, self.database.postgres_name()).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_answer_after_postgres_ended_every_session() {
-    let Some(database) = TestDatabase::postgres("t_consistency_faults_killed_reads").await else { return };
-    let secret = SecretFile::new();
     // Two connections for checks, two for the rest.
-    let server = Grantd::start("killed-reads", &database.url, &secret, &["--db-max-connections", "4"]).await;
-    let admin = database.connect_admin().await;
-    let mut clients = Clients::admin(server.channel());
-    let fixture = workload::seed(&clients, "reads", 1, 1, 1).await;
+    let Some(sessions) = sessions("reads", "4", 1).await else { return };
+    let (fixture, mut clients) = (&sessions.fixture, sessions.clients.clone());
     let (org, user, permission) = (&fixture.orgs[0], &fixture.users[0], &fixture.permissions[0].0);
     let resource = fixture.resources[1].clone();
     let added = workload::add_permissions(
@@ -567,7 +591,7 @@ async fn checks_answer_after_postgres_ended_every_session() {
             let answer = answer.unwrap_or_else(|status| panic!("round {round}: check failed: {status:?}"));
             assert!(answer.into_inner().allowed, "round {round}: the grant must allow");
         }
-        let killed = terminate_backends(&admin, database.postgres_name()).await;
+        let killed = sessions.end_all().await;
         println!("killed reads: round {round} terminated {killed} backends");
         assert!(killed > 0, "grantd must have had connections to end");
     }
@@ -575,12 +599,8 @@ async fn checks_answer_after_postgres_ended_every_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_commits_after_postgres_ended_every_pooled_session() {
-    let Some(database) = TestDatabase::postgres("t_consistency_faults_killed_writes").await else { return };
-    let secret = SecretFile::new();
-    let server = Grantd::start("killed-writes", &database.url, &secret, &["--db-max-connections", "12"]).await;
-    let admin = database.connect_admin().await;
-    let clients = Clients::admin(server.channel());
-    let fixture = workload::seed(&clients, "writes", 1, 1, 12).await;
+    let Some(sessions) = sessions("writes", "12", 12).await else { return };
+    let (fixture, clients) = (&sessions.fixture, &sessions.clients);
     let (org, permission) = (&fixture.orgs[0], &fixture.permissions[0].0);
     let add = |user: usize, resource: String| {
         let mut clients = clients.clone();
@@ -596,7 +616,7 @@ async fn a_write_commits_after_postgres_ended_every_pooled_session() {
         // Concurrent writes leave many connections in the pool.
         let calls = futures::future::join_all((0..12).map(|user| add(user, format!("r{round}-many")))).await;
         assert!(calls.iter().all(|call| call.outcome.is_ok()), "round {round}: {calls:#?}");
-        let killed = terminate_backends(&admin, database.postgres_name()).await;
+        let killed = sessions.end_all().await;
         println!("killed writes: round {round} terminated {killed} backends");
         // One write now meets every broken connection before a new one.
         let call = add(0, format!("r{round}-one")).await;
