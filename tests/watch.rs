@@ -14,6 +14,7 @@ backend_tests!(
     a_change_committed_on_one_replica_reaches_a_watcher_on_another,
     organization_filter_and_rights_apply_to_the_stream,
     a_watcher_that_falls_behind_is_told_where_to_resume,
+    watchers_that_arrive_while_writes_go_on_miss_nothing,
     reads_honour_at_least_revision
 );
 
@@ -92,6 +93,34 @@ async fn a_change_committed_on_one_replica_reaches_a_watcher_on_another(server: 
     let change = next(&mut stream).await;
     assert_eq!(change.kind(), pb::ChangeKind::PermissionCreated);
     assert_eq!(change.revision, 2);
+}
+
+/// The feed reads only the revision counter while nobody watches; a watcher arriving
+/// in the middle of a run of writes must still get every change once, in order.
+async fn watchers_that_arrive_while_writes_go_on_miss_nothing(server: TestServer) {
+    const WRITES: u64 = 40;
+    let mut directory = server.directory();
+    let writer = tokio::spawn(async move {
+        for i in 0..WRITES {
+            let name = format!("p{i}");
+            directory.create_permission(pb::CreatePermissionRequest { name, description: String::new() }).await?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok::<_, tonic::Status>(())
+    });
+    let mut watchers = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(90)).await;
+        watchers.push(watch(&server, 0, "").await);
+    }
+    writer.await.expect("writer task").expect("writes");
+    for mut stream in watchers {
+        let mut seen = Vec::new();
+        for _ in 0..WRITES {
+            seen.push(next(&mut stream).await.revision);
+        }
+        assert_eq!(seen, (1..=WRITES).collect::<Vec<_>>(), "every revision once, in order");
+    }
 }
 
 async fn organization_filter_and_rights_apply_to_the_stream(server: TestServer) {

@@ -70,16 +70,23 @@ async fn poll(db: DatabaseConnection, interval: Duration, feed: Arc<ChangeFeed>,
     }
 }
 
-/// Broadcasts what committed after `last` and answers the new high-water mark. It reads
-/// the log even while nobody watches: skipping ahead to the current revision instead
-/// could pass over changes that a watcher subscribing at that moment has not replayed.
+/// Broadcasts what committed after `last` and answers the new high-water mark. While
+/// nobody watches it reads only the revision counter (reading every change cost about 7%
+/// of grantd's CPU under 1,000-permission SQLite adds). That skips no change a watcher
+/// needs: the counter is read before looking for watchers, so one that subscribes after
+/// the look replays from the database up to at least that revision (see
+/// `audit::stream_changes`), and the next poll broadcasts what comes after it.
 async fn poll_once(db: &DatabaseConnection, feed: &ChangeFeed, mut last: Revision) -> Result<Revision> {
+    let latest = storage::changes::current_revision(db).await?;
+    if feed.sender.receiver_count() == 0 {
+        return Ok(latest);
+    }
     loop {
         let changes = storage::changes::list(db, last, None, BATCH).await?;
         let complete = (changes.len() as u64) < BATCH;
         for change in changes {
             last = change.revision;
-            // An error only means nobody watches right now.
+            // An error only means every watcher left since the look above.
             let _ = feed.sender.send(Arc::new(change));
         }
         if complete {
