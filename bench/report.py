@@ -65,6 +65,22 @@ def print_tables(results):
         p = median([r["requests_per_s"] for r in rows])
         print(f"| {scenario} | {clients} | {g:.0f} | {p:.0f} | {g / p:.2f} |")
 
+    sqlx = grouped(results, "sqlx-ceiling", "scenario", "clients")
+    if sqlx:
+        print("\n### grantd against the sqlx ceiling of its own statements (SQLite add, medians)\n")
+        print("| clients | grantd req/s | statements, one sqlx call each (tx/s) | one call (tx/s) | grantd / statements |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for clients in sorted({c for (_, c) in sqlx}):
+            grantd = bench.get(("sqlite", "add", clients, None))
+            each = sqlx.get(("sqlite-ceiling", clients))
+            one = sqlx.get(("sqlite-ceiling-one-call", clients))
+            if not (grantd and each and one):
+                continue
+            g = summary(grantd)["rps"]
+            e = median([r["requests_per_s"] for r in each])
+            o = median([r["requests_per_s"] for r in one])
+            print(f"| {clients} | {g:.0f} | {e:.0f} | {o:.0f} | {g / e:.2f} |")
+
     print("\n### Latency against batch size (AddUserPermissions, 1 client, medians)\n")
     print("| backend | batch | p50 ms | p99 ms | p50 ms per permission |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md: builds release binaries, starts grantd on PostgreSQL and on
-# SQLite, runs every grantd-bench scenario RUNS times (pgbench ceilings in the same run),
-# then prints the table of medians and renders the plots (bench/report.py).
+# SQLite, runs every grantd-bench scenario RUNS times (with, in the same run, pgbench
+# ceilings and grantd-bench's SQLite ceilings), then prints the table of medians and
+# renders the plots (bench/report.py).
 #
 #   bash bench/run.sh                 # full matrix, RUNS=3, about 25 minutes on 2 cores
 #   RUNS=1 DURATION=2s bash bench/run.sh   # a quick look
@@ -87,6 +88,12 @@ ceiling() { # run script clients
     "$1" "$2" "$3" "${tps:-0}" | tee -a "$RESULTS" >&2
 }
 
+# The SQLite ceiling: grantd's statements for `add` straight through sqlx (no grantd).
+sqlite_ceiling() { # run scenario clients
+  "$BENCH" "$2" --clients "$3" --duration "$DURATION" --ceiling-db "$OUT/ceiling.db" 2>/dev/null | grep '^{' |
+    sed "s/^{/{\"tool\":\"sqlx-ceiling\",\"backend\":\"sqlite\",\"run\":$1,/" | tee -a "$RESULTS" >&2
+}
+
 for run in $(seq 1 "$RUNS"); do
   log "run $run of $RUNS"
   for c in $CLIENTS; do
@@ -98,6 +105,8 @@ for run in $(seq 1 "$RUNS"); do
   for c in $CEILING_CLIENTS; do
     ceiling "$run" check "$c"
     ceiling "$run" add "$c"
+    sqlite_ceiling "$run" sqlite-ceiling "$c"
+    sqlite_ceiling "$run" sqlite-ceiling-one-call "$c"
   done
   bench postgres "$run" health --clients 16 --duration "$DURATION"
   for backend in postgres sqlite; do

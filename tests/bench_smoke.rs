@@ -1,6 +1,7 @@
 //! `grantd-bench` against a real `grantd serve` on SQLite: each scenario run finishes,
 //! prints a parsable JSON line, and makes exactly the requested number of calls without
-//! errors. Nothing here looks at how long anything took.
+//! errors; so do its SQLite ceilings, which run grantd's statements with no server.
+//! Nothing here looks at how long anything took.
 
 use std::{
     net::TcpListener,
@@ -107,5 +108,30 @@ fn bench_scenarios_run_against_a_real_server() {
             assert_eq!(lines[0]["batch"], 1, "{what}");
             assert_eq!(lines[1]["batch"], 10, "{what}");
         }
+    }
+}
+
+#[test]
+fn sqlite_ceilings_run_grantds_statements_without_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ceiling.db");
+    for scenario in ["sqlite-ceiling", "sqlite-ceiling-one-call"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_grantd-bench"))
+            .args([scenario, "--requests", "50", "--clients", "4", "--existing-grants", "200"])
+            .arg("--ceiling-db")
+            .arg(&file)
+            .env_remove("GRANTD_TOKEN")
+            .output()
+            .expect("run grantd-bench");
+        let stdout = stdout_of(&output, scenario);
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with("{\"scenario\":"))
+            .unwrap_or_else(|| panic!("{scenario}: no JSON report in:\n{stdout}"));
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON report");
+        assert_eq!(line["scenario"], scenario, "{line}");
+        assert_eq!(line["requests"], 50, "{line}");
+        assert_eq!(line["errors"], 0, "{scenario}: every transaction commits: {line}");
+        assert!(!file.exists(), "{scenario} removes its database file");
     }
 }

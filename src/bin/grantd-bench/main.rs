@@ -3,10 +3,14 @@
 //! It seeds its own data under a fresh organization id (excluded from the timing), then
 //! runs one scenario with N concurrent tasks spread round-robin over M HTTP/2
 //! connections, and reports requests, errors by gRPC code, requests/s and latency
-//! percentiles as a table and as one JSON line.
+//! percentiles as a table and as one JSON line. The `sqlite-ceiling` scenarios run no
+//! grantd: they measure what SQLite, through sqlx, allows for grantd's own statements.
+
+mod sqlite_ceiling;
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -49,9 +53,10 @@ struct Args {
     /// The grantd to load (plain HTTP/2).
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: String,
-    /// An admin bearer token (`grantd token --subject bench --admin`).
+    /// An admin bearer token (`grantd token --subject bench --admin`); every scenario but
+    /// the ceilings needs one.
     #[arg(long, env = "GRANTD_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// HTTP/2 connections to open.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -79,6 +84,10 @@ struct Args {
     /// remove-user: users to seed when running for a --duration (with --requests, that many).
     #[arg(long, default_value_t = 2_000)]
     seed_users: usize,
+    /// sqlite-ceiling: the database file to create (default: a new file in the temporary
+    /// directory); it is removed afterwards.
+    #[arg(long)]
+    ceiling_db: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +109,12 @@ enum Scenario {
     /// grpc.health.v1.Health/Check: no token, no database. The floor of what one gRPC
     /// round trip through tonic costs on this machine, to set the other figures against.
     Health,
+    /// No grantd: grantd's statements for `add` straight through sqlx on a SQLite file,
+    /// one call per statement as grantd sends them (the ceiling for `add` on SQLite).
+    SqliteCeiling,
+    /// As sqlite-ceiling, with the whole transaction in one call (one round trip to
+    /// sqlx's connection thread instead of eight).
+    SqliteCeilingOneCall,
 }
 
 impl Scenario {
@@ -113,6 +128,8 @@ impl Scenario {
             Scenario::RemoveUser => "remove-user",
             Scenario::Mixed => "mixed",
             Scenario::Health => "health",
+            Scenario::SqliteCeiling => "sqlite-ceiling",
+            Scenario::SqliteCeilingOneCall => "sqlite-ceiling-one-call",
         }
     }
 }
@@ -168,7 +185,12 @@ async fn main() -> anyhow::Result<()> {
     if args.scenario == Scenario::AddBatch && args.batch.iter().any(|&b| b == 0 || b > MAX_LIST) {
         bail!("--batch sizes must be 1-{MAX_LIST}");
     }
-    let bearer = Bearer(format!("Bearer {}", args.token.trim()).parse().context("the token is not ASCII")?);
+    if matches!(args.scenario, Scenario::SqliteCeiling | Scenario::SqliteCeilingOneCall) {
+        sqlite_ceiling::run(&args, args.ceiling_db.clone()).await?.print(&args, 1);
+        return Ok(());
+    }
+    let token = args.token.as_deref().context("a token is needed: --token or GRANTD_TOKEN")?;
+    let bearer = Bearer(format!("Bearer {}", token.trim()).parse().context("the token is not ASCII")?);
     let mut channels = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let channel = Endpoint::from_shared(format!("http://{}", args.addr))?
@@ -312,15 +334,19 @@ struct Report {
     errors: BTreeMap<String, u64>,
 }
 
-async fn run(args: &Args, clients: &[Clients], plan: Arc<Plan>) -> anyhow::Result<Report> {
+/// When the clients stop: a deadline (10 s unless --duration or --requests is given),
+/// a request count, and the counter of requests issued so far that they share.
+fn deadline_and_limit(args: &Args) -> (Option<Instant>, u64, Arc<AtomicU64>) {
     let duration = match (args.duration, args.requests) {
         (None, None) => Some(Duration::from_secs(10)),
         (d, _) => d,
     };
-    let limit = args.requests.unwrap_or(u64::MAX);
-    let issued = Arc::new(AtomicU64::new(0));
+    (duration.map(|d| Instant::now() + d), args.requests.unwrap_or(u64::MAX), Arc::new(AtomicU64::new(0)))
+}
+
+async fn run(args: &Args, clients: &[Clients], plan: Arc<Plan>) -> anyhow::Result<Report> {
+    let (deadline, limit, issued) = deadline_and_limit(args);
     let started = Instant::now();
-    let deadline = duration.map(|d| started + d);
     let mut tasks = Vec::with_capacity(args.clients);
     for task in 0..args.clients {
         let client = clients[task % clients.len()].clone();
@@ -348,18 +374,7 @@ async fn run(args: &Args, clients: &[Clients], plan: Arc<Plan>) -> anyhow::Resul
             result
         }));
     }
-    let mut latencies = Vec::new();
-    let mut errors = BTreeMap::new();
-    for task in tasks {
-        let result = task.await.context("a client task panicked")?;
-        latencies.extend(result.latencies);
-        for (code, count) in result.errors {
-            *errors.entry(code).or_default() += count;
-        }
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    Ok(Report { scenario: args.scenario, elapsed, latencies, errors })
+    Report::collect(args.scenario, started, tasks).await
 }
 
 fn resource(id: String) -> Option<Resource> {
@@ -475,11 +490,32 @@ async fn call(clients: &mut Clients, plan: &Plan, scenario: Scenario, task: usiz
             clients.health.check(HealthCheckRequest { service: String::new() }).await?;
         }
         Scenario::Mixed => unreachable!("mixed picks check or add above"),
+        Scenario::SqliteCeiling | Scenario::SqliteCeilingOneCall => unreachable!("the ceilings call no grantd"),
     }
     Ok(())
 }
 
 impl Report {
+    /// Waits for every client task and merges what they measured.
+    async fn collect(
+        scenario: Scenario,
+        started: Instant,
+        tasks: Vec<tokio::task::JoinHandle<TaskResult>>,
+    ) -> anyhow::Result<Report> {
+        let mut latencies = Vec::new();
+        let mut errors = BTreeMap::new();
+        for task in tasks {
+            let result = task.await.context("a client task panicked")?;
+            latencies.extend(result.latencies);
+            for (code, count) in result.errors {
+                *errors.entry(code).or_default() += count;
+            }
+        }
+        let elapsed = started.elapsed();
+        latencies.sort_unstable();
+        Ok(Report { scenario, elapsed, latencies, errors })
+    }
+
     fn percentile(&self, p: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
