@@ -115,6 +115,7 @@ fn bench_scenarios_run_against_a_real_server() {
 fn sqlite_ceilings_run_grantds_statements_without_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("ceiling.db");
+    std::fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
     for scenario in ["sqlite-ceiling", "sqlite-ceiling-one-call"] {
         let output = Command::new(env!("CARGO_BIN_EXE_grantd-bench"))
             .args([scenario, "--requests", "50", "--clients", "4", "--existing-grants", "200"])
@@ -132,6 +133,15 @@ fn sqlite_ceilings_run_grantds_statements_without_errors() {
         assert_eq!(line["scenario"], scenario, "{line}");
         assert_eq!(line["requests"], 50, "{line}");
         assert_eq!(line["errors"], 0, "{scenario}: every transaction commits: {line}");
-        assert!(!file.exists(), "{scenario} removes its database file");
+        assert!(file.exists(), "{scenario} keeps the database file it was given");
     }
+    // Without --ceiling-db it makes a file of its own and removes it.
+    let output = Command::new(env!("CARGO_BIN_EXE_grantd-bench"))
+        .args(["sqlite-ceiling", "--requests", "5", "--clients", "1", "--existing-grants", "10"])
+        .env("TMPDIR", dir.path().join("tmp"))
+        .output()
+        .expect("run grantd-bench");
+    stdout_of(&output, "sqlite-ceiling on a temporary file");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp")).expect("read tmp").collect();
+    assert!(left.is_empty(), "the temporary ceiling database is removed: {left:?}");
 }

@@ -84,8 +84,8 @@ struct Args {
     /// remove-user: users to seed when running for a --duration (with --requests, that many).
     #[arg(long, default_value_t = 2_000)]
     seed_users: usize,
-    /// sqlite-ceiling: the database file to create (default: a new file in the temporary
-    /// directory); it is removed afterwards.
+    /// sqlite-ceiling: the SQLite file to run on, created and migrated if need be, and
+    /// kept (default: a new file in the temporary directory, removed afterwards).
     #[arg(long)]
     ceiling_db: Option<PathBuf>,
 }

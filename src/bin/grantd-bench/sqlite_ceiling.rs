@@ -1,8 +1,10 @@
 //! The SQLite ceiling of `add`: what pgbench is for PostgreSQL. grantd's own statements
 //! for AddUserPermissions of one permission (copied from sqlx's statement log of a
-//! running grantd), run straight through sqlx, N clients, on a database that grantd's
-//! own code opened (same pragmas) and migrated, seeded like `grantd-bench add` seeds,
-//! each transaction under one in-process writer lock as grantd takes it.
+//! running grantd), run straight through sqlx, N clients, each transaction under one
+//! in-process writer lock as grantd takes it. The database is opened by grantd's own
+//! code (same pragmas) and migrated; bench/run.sh points it at the file of the grantd it
+//! measures (idle meanwhile), so both work on a database of the same size, as pgbench
+//! and grantd share one PostgreSQL database. Its members and permission are seeded once.
 //!
 //! Two ways to send them:
 //! - `statements`: one sqlx call per statement, as grantd sends them. Each call is a
@@ -35,7 +37,10 @@ const BUMP: &str =
     r#"UPDATE "revision_counter" SET "value" = "value" + ? WHERE "revision_counter"."id" = ? RETURNING "value""#;
 const CHANGE: &str = r#"INSERT INTO "changes" ("revision", "kind", "actor", "request_id", "at", "organization_id", "user_id", "permission_id", "resource_type", "resource_id") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#;
 
+/// Runs the ceiling on `file`, or on a new file in the temporary directory that is
+/// removed afterwards.
 pub async fn run(args: &Args, file: Option<PathBuf>) -> anyhow::Result<Report> {
+    let temporary = file.is_none();
     let file = file.unwrap_or_else(|| std::env::temp_dir().join(format!("grantd-ceiling-{}.db", uuid::Uuid::new_v4())));
     let url = format!("sqlite://{}?mode=rwc", file.display());
     // A connection per client: the writer lock, not the pool, is what they queue on.
@@ -46,7 +51,11 @@ pub async fn run(args: &Args, file: Option<PathBuf>) -> anyhow::Result<Report> {
     tokio::spawn(storage::checkpoint_sqlite_wal(db.clone(), std::time::Duration::from_millis(250)));
     let pool = db.get_sqlite_connection_pool().clone();
     seed(&pool, args.existing_grants).await.context("seeding the ceiling database")?;
-    eprintln!("ceiling database {} seeded ({USERS} members, {} grants)", file.display(), args.existing_grants);
+    eprintln!(
+        "ceiling database {} seeded ({USERS} members, {} grants of its own)",
+        file.display(),
+        args.existing_grants
+    );
 
     let one_call = args.scenario == Scenario::SqliteCeilingOneCall;
     let (deadline, limit, issued) = deadline_and_limit(args);
@@ -85,15 +94,23 @@ pub async fn run(args: &Args, file: Option<PathBuf>) -> anyhow::Result<Report> {
     let report = Report::collect(args.scenario, started, tasks).await;
     drop(pool);
     db.close().await?;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    if temporary {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
     }
     report
 }
 
+/// The organization, its members, one permission and `grants` grants; nothing when an
+/// earlier run seeded them.
 async fn seed(pool: &SqlitePool, grants: usize) -> Result<(), sqlx::Error> {
     let now = chrono::Utc::now();
     let mut tx = pool.begin().await?;
+    let seeded = sqlx::query("SELECT 1 FROM organizations WHERE id = ?").bind(ORG).fetch_optional(&mut *tx).await?;
+    if seeded.is_some() {
+        return Ok(());
+    }
     sqlx::query("INSERT INTO organizations (id, display_name, created_at) VALUES (?, 'ceiling', ?)")
         .bind(ORG)
         .bind(now)
