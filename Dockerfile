@@ -19,9 +19,9 @@ COPY proto proto
 # Cargo.toml declares [[test]] fuzz_validation and [[bin]] grantd-bench: cargo refuses
 # the manifest unless those files exist, so placeholders stay for both builds (tests
 # and the load generator are not built here).
-RUN mkdir -p src/bin migrations/src tests \
+RUN mkdir -p src/bin/grantd-bench migrations/src tests \
     && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > src/bin/grantd-bench.rs \
+    && echo 'fn main() {}' > src/bin/grantd-bench/main.rs \
     && touch src/lib.rs migrations/src/lib.rs tests/fuzz_validation.rs \
     && cargo build --release --locked \
     && rm -rf src migrations/src
