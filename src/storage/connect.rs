@@ -59,6 +59,11 @@ pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection
                 .pragma("wal_autocheckpoint", "0")
                 // The WAL file keeps its largest size unless told; 64 MiB after a burst.
                 .pragma("journal_size_limit", "67108864")
+                // Statement journals (a multi-row write inside a transaction keeps one
+                // so it can undo itself alone) in memory instead of in a temporary file:
+                // 10% of the CPU of 1,000-permission adds was writing that file (perf).
+                // Their size is that of the pages one statement changes, freed after it.
+                .pragma("temp_store", "memory")
         });
     Database::connect(options).await
 }
