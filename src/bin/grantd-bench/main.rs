@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("--batch sizes must be 1-{MAX_LIST}");
     }
     if matches!(args.scenario, Scenario::SqliteCeiling | Scenario::SqliteCeilingOneCall) {
-        sqlite_ceiling::run(&args, args.ceiling_db.clone()).await?.print(&args, 1);
+        sqlite_ceiling::run(&args).await?.print(&args, 1);
         return Ok(());
     }
     let token = args.token.as_deref().context("a token is needed: --token or GRANTD_TOKEN")?;

@@ -12,7 +12,7 @@
 //! - `one-call`: the same transaction as one multi-statement string, so one round trip
 //!   (values inline, nothing cached): what SQLite allows when the round trips go.
 
-use std::{path::PathBuf, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use anyhow::Context;
 use futures::FutureExt;
@@ -37,11 +37,14 @@ const BUMP: &str =
     r#"UPDATE "revision_counter" SET "value" = "value" + ? WHERE "revision_counter"."id" = ? RETURNING "value""#;
 const CHANGE: &str = r#"INSERT INTO "changes" ("revision", "kind", "actor", "request_id", "at", "organization_id", "user_id", "permission_id", "resource_type", "resource_id") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#;
 
-/// Runs the ceiling on `file`, or on a new file in the temporary directory that is
-/// removed afterwards.
-pub async fn run(args: &Args, file: Option<PathBuf>) -> anyhow::Result<Report> {
-    let temporary = file.is_none();
-    let file = file.unwrap_or_else(|| std::env::temp_dir().join(format!("grantd-ceiling-{}.db", uuid::Uuid::new_v4())));
+/// Runs the ceiling on `--ceiling-db`, or on a new file in the temporary directory that
+/// is removed afterwards.
+pub async fn run(args: &Args) -> anyhow::Result<Report> {
+    let temporary = args.ceiling_db.is_none();
+    let file = args
+        .ceiling_db
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("grantd-ceiling-{}.db", uuid::Uuid::new_v4())));
     let url = format!("sqlite://{}?mode=rwc", file.display());
     // A connection per client: the writer lock, not the pool, is what they queue on.
     let pool_size = u32::try_from(args.clients).unwrap_or(u32::MAX).max(PoolOptions::default().max_connections);
@@ -57,13 +60,17 @@ pub async fn run(args: &Args, file: Option<PathBuf>) -> anyhow::Result<Report> {
         args.existing_grants
     );
 
+    // Every client's connection is open before the clock starts, as grantd's pool is.
+    let mut connections = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        connections.push(pool.acquire().await?);
+    }
     let one_call = args.scenario == Scenario::SqliteCeilingOneCall;
     let (deadline, limit, issued) = deadline_and_limit(args);
     let writer = Arc::new(Mutex::new(()));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.clients);
-    for task in 0..args.clients {
-        let mut connection = pool.acquire().await?;
+    for (task, mut connection) in connections.into_iter().enumerate() {
         let (writer, issued) = (writer.clone(), issued.clone());
         tasks.push(tokio::spawn(async move {
             let mut result = TaskResult::default();
