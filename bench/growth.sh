@@ -68,14 +68,13 @@ SQL
 log "stored in $(( $(date +%s) - started )) s; $(psql -Atq -d "$DB" -c 'SELECT count(*) FROM grants') grants in all"
 
 log "plan of grantd's check statement at this size (the generic plan its prepared statement runs)"
-statement=$(grep -E '^(WITH|SELECT)' bench/sql/check.sql |
-  sed "s/:org/\$1/g; s/'ceiling-u' || :k::text/\$2/g; s/:rtype/\$3/g; s/'seed-' || :k::text/\$4/g;
-       s/'ceiling-p' || :p::text/\$5/g; s/:otype/\$6/g; s/;\$//")
+statement=$(grep -v '^--' bench/sql/check_list.sql)
 psql -d "$DB" <<SQL | tee "$OUT/check-plan.txt" >&2
 SET plan_cache_mode = force_generic_plan;
-PREPARE check_permission(text, text, text, text, text, text) AS $statement;
+PREPARE check_permission(text[], text[], text[], text[], text[], bool[], text) AS $statement;
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-  EXECUTE check_permission('growth', 'growth-u4242', 'doc', 'd4242', 'growth-p7', 'organization');
+  EXECUTE check_permission(ARRAY['growth', 'growth'], ARRAY['growth-u4242', 'growth-u77'], ARRAY['doc', 'doc'],
+    ARRAY['d4242', 'd77'], ARRAY['growth-p7', 'growth-p8'], ARRAY[false, false], 'organization');
 SQL
 
 log "check with $GRANTS more grants stored"

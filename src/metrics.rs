@@ -8,7 +8,7 @@ use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 
 use axum::{Router, extract::State, routing::get};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
@@ -19,6 +19,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     shed: IntCounter,
     latency: HistogramVec,
+    check_batch: Histogram,
     pool_connections: IntGauge,
     pool_idle: IntGauge,
     latest_revision: IntGauge,
@@ -48,6 +49,10 @@ impl Metrics {
             ]),
             &["rpc"],
         )?;
+        let check_batch = Histogram::with_opts(
+            HistogramOpts::new("check_batch_size", "CheckPermission calls answered by one database statement")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )?;
         let shed = IntCounter::new("requests_shed_total", "Requests refused with RESOURCE_EXHAUSTED by load shedding")?;
         let pool_connections = IntGauge::new("db_pool_connections", "Open database connections")?;
         let pool_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
@@ -60,6 +65,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(check_batch.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
         registry.register(Box::new(pool_idle.clone()))?;
         registry.register(Box::new(latest_revision.clone()))?;
@@ -70,6 +76,7 @@ impl Metrics {
             requests,
             shed,
             latency,
+            check_batch,
             pool_connections,
             pool_idle,
             latest_revision,
@@ -82,6 +89,11 @@ impl Metrics {
     pub fn record(&self, rpc: &str, code: tonic::Code, elapsed: Duration) {
         self.requests.with_label_values(&[rpc, code_name(code)]).inc();
         self.latency.with_label_values(&[rpc]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one statement answering `checks` CheckPermission calls.
+    pub fn checks_read_together(&self, checks: usize) {
+        self.check_batch.observe(checks as f64);
     }
 
     pub fn request_shed(&self) {

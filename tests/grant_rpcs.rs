@@ -21,6 +21,7 @@ backend_tests!(
     removing_resource_permissions_per_user_and_for_all_users,
     grants_are_only_for_members_of_existing_organizations,
     check_permission_answers_from_resource_and_org_wide_grants,
+    concurrent_checks_each_get_their_own_answer,
     list_user_permissions_filters_and_rejects_foreign_page_tokens,
     adds_racing_a_member_removal_leave_no_grant_behind,
     duplicates_count_once_towards_the_batch_limit,
@@ -830,6 +831,54 @@ async fn grants_are_only_for_members_of_existing_organizations(server: TestServe
 // ---------------------------------------------------------------------------------------
 // 8. CheckPermission
 // ---------------------------------------------------------------------------------------
+
+/// Checks that arrive together are read together (one statement for many): each caller
+/// must still get the answer to its own question, errors included.
+async fn concurrent_checks_each_get_their_own_answer(server: TestServer) {
+    create_org(&server, "acme").await;
+    create_org(&server, "globex").await;
+    add_member(&server, "acme", "alice").await;
+    add_member(&server, "globex", "alice").await;
+    let read = create_permission(&server, "documents:read").await;
+    let write = create_permission(&server, "documents:write").await;
+    grant(&server, "acme", "alice", &[&read], resource("folder", "f1")).await;
+    grant(&server, "acme", "alice", &[&write], None).await;
+    grant(&server, "globex", "alice", &[&write], resource("folder", "f1")).await;
+
+    // (organization, permission, resource, the resource of the matching grant or what is
+    // not found)
+    type Expected = Result<Option<pb::Resource>, &'static str>;
+    let questions: Vec<(&str, Permission, Option<pb::Resource>, Expected)> = vec![
+        ("acme", by_name("documents:read"), resource("folder", "f1"), Ok(resource("folder", "f1"))),
+        ("acme", Permission::PermissionId(read.clone()), resource("folder", "f1"), Ok(resource("folder", "f1"))),
+        ("acme", by_name("documents:read"), resource("folder", "f2"), Ok(None)),
+        ("acme", by_name("documents:write"), resource("folder", "f2"), Ok(resource("organization", "acme"))),
+        ("globex", by_name("documents:read"), resource("folder", "f1"), Ok(None)),
+        ("globex", Permission::PermissionId(write.clone()), resource("folder", "f1"), Ok(resource("folder", "f1"))),
+        ("globex", by_name("documents:write"), resource("folder", "f2"), Ok(None)),
+        ("acme", by_name("documents:nope"), resource("folder", "f1"), Err("documents:nope")),
+        ("initech", by_name("documents:read"), resource("folder", "f1"), Err("initech")),
+    ];
+    let calls = (0..20).flat_map(|_| questions.iter()).map(|(org, permission, target, _)| {
+        let mut grants = server.grants();
+        let request = check_request(org, "alice", permission.clone(), target.clone());
+        async move { grants.check_permission(request).await }
+    });
+    let answers = join_all(calls).await;
+    for ((org, permission, target, expected), answer) in (0..20).flat_map(|_| questions.iter()).zip(answers) {
+        let question = format!("{org} {permission:?} {target:?}");
+        match (expected, answer) {
+            (Ok(expected), Ok(answer)) => {
+                let answer = answer.into_inner();
+                assert_eq!(answer.allowed, expected.is_some(), "{question}");
+                let matched = answer.matched.map(|grant| (grant.organization_id, grant.resource));
+                assert_eq!(matched, expected.clone().map(|resource| (org.to_string(), Some(resource))), "{question}");
+            }
+            (Err(missing), Err(status)) => assert_not_found_naming(&status, missing),
+            (expected, answer) => panic!("{question}: expected {expected:?}, got {answer:?}"),
+        }
+    }
+}
 
 async fn check_permission_answers_from_resource_and_org_wide_grants(server: TestServer) {
     create_org(&server, "acme").await;

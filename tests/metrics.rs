@@ -1,29 +1,12 @@
 //! Prometheus metrics, scraped over HTTP as Prometheus would.
 
 mod common;
+#[path = "common/metrics.rs"]
+mod metrics;
 
 use common::{Backend, TestServer, create_org, proto as pb};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
-
-async fn scrape(address: std::net::SocketAddr) -> String {
-    let mut stream = TcpStream::connect(address).await.expect("connect to metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read response");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
-/// The value of the sample line that starts with `series`, if any.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find(|line| line.starts_with(series)).and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
+use metrics::{sample, scrape};
+use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_latencies_pool_and_revision_are_exported() {

@@ -2,7 +2,7 @@ use std::fmt;
 
 /// Everything that can go wrong in grantd, small enough to pass around by value.
 /// `api::status` maps it to a gRPC status; nothing else does.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("invalid argument: {}", join(.0))]
     InvalidArgument(Vec<FieldViolation>),

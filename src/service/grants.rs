@@ -1,12 +1,13 @@
 //! The four grant writes and the two grant reads.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
 use super::{
     ListPage,
     access::{self, Need},
+    check_queue::CheckQueue,
     resolve, write,
 };
 use crate::{
@@ -21,7 +22,8 @@ use crate::{
     storage::{
         self, DatabaseConnection, Lock, ReadConnections,
         changes::NewChange,
-        grants::{GrantKey, PermissionKey, ResourceFilter, Selection, Target},
+        checks::{Check, PermissionKey},
+        grants::{GrantKey, ResourceFilter, Selection, Target},
     },
 };
 
@@ -62,7 +64,7 @@ pub struct CheckOutcome {
 #[derive(Debug, Clone)]
 pub struct Grants {
     db: DatabaseConnection,
-    reads: Arc<ReadConnections>,
+    checks: CheckQueue,
 }
 
 fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
@@ -81,7 +83,7 @@ fn revocation_events(keys: Vec<GrantKey>) -> Vec<NewChange> {
 impl Grants {
     pub fn new(db: DatabaseConnection) -> Result<Self> {
         let reads = ReadConnections::new(&db)?;
-        Ok(Self { db, reads: Arc::new(reads) })
+        Ok(Self { db, checks: CheckQueue::new(reads) })
     }
 
     /// Grants every listed permission to a member. The membership row is locked first, so
@@ -279,17 +281,18 @@ impl Grants {
     /// for members (a foreign key guarantees it), so a non-member is never allowed.
     pub async fn check_permission(&self, actor: Actor, cmd: CheckPermission) -> Result<CheckOutcome> {
         access::require_self_or_view(&self.db, &actor, &cmd.organization_id, &cmd.user_id).await?;
-        let key = match &cmd.permission {
+        let permission = match &cmd.permission {
             PermissionRef::Id(id) => PermissionKey::Id(*id),
             PermissionRef::Name(name) => PermissionKey::Name(name.to_string()),
         };
-        let target = Target {
-            organization_id: cmd.organization_id.as_str(),
-            user_id: cmd.user_id.as_str(),
-            resource_type: cmd.resource.kind.as_str(),
-            resource_id: cmd.resource.id.as_str(),
+        let check = Check {
+            organization_id: cmd.organization_id.as_str().to_owned(),
+            user_id: cmd.user_id.as_str().to_owned(),
+            resource_type: cmd.resource.kind.as_str().to_owned(),
+            resource_id: cmd.resource.id.as_str().to_owned(),
+            permission,
         };
-        let read = storage::grants::check(&self.reads, target, &key).await?;
+        let read = self.checks.check(check).await?;
         resolve::ensure_revision_reached(read.revision, cmd.at_least_revision)?;
         if read.matched.is_none() {
             // A denial for a name nobody defined is more likely a typo than an answer.

@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod catalog;
+mod check_queue;
 mod directory;
 mod feed;
 mod grants;

@@ -1,21 +1,18 @@
-//! Grant rows: batch inserts and deletes, the check lookup, the paged list, and
+//! Grant rows: batch inserts and deletes, the paged list, and
 //! selections of many grants for bulk revocation.
 
-use std::{collections::HashSet, sync::OnceLock};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    Statement, Value,
+    Statement,
     sea_query::{Alias, Expr, IntoColumnRef, Query, SelectStatement, SimpleExpr},
 };
 use uuid::Uuid;
 
-use super::{
-    ReadConnections,
-    entities::{grant, permission},
-};
-use crate::domain::{Error, Result, Revision, model::Grant};
+use super::entities::{grant, permission};
+use crate::domain::{Result, model::Grant};
 
 /// The organization and user a batch of grant changes is about, and the resource.
 #[derive(Debug, Clone, Copy)]
@@ -210,13 +207,6 @@ pub async fn delete(conn: &impl ConnectionTrait, selection: &Selection) -> Resul
     Ok(keys)
 }
 
-/// How the permission of a check is named.
-#[derive(Debug, Clone)]
-pub enum PermissionKey {
-    Id(Uuid),
-    Name(String),
-}
-
 #[derive(Debug, FromQueryResult)]
 struct GrantRow {
     organization_id: String,
@@ -267,146 +257,6 @@ fn grants_with_names() -> SelectStatement {
 
 fn g(column: grant::Column) -> SimpleExpr {
     Expr::col((grant::Entity, column).into_column_ref()).into()
-}
-
-/// Everything a check reads, from one statement and so from one snapshot.
-#[derive(Debug)]
-pub struct CheckRead {
-    /// The latest committed revision the answer reflects.
-    pub revision: Revision,
-    /// The grant that allows it: one on the resource itself, else an org-wide one.
-    pub matched: Option<Grant>,
-    pub organization_exists: bool,
-    pub permission_exists: bool,
-}
-
-#[derive(Debug, FromQueryResult)]
-struct CheckRow {
-    revision: Revision,
-    organization_found: Option<String>,
-    permission_found: Option<Uuid>,
-    permission_name: Option<String>,
-    resource_type: Option<String>,
-    resource_id: Option<String>,
-    granted_at: Option<DateTime<Utc>>,
-    granted_by: Option<String>,
-}
-
-/// A check in one round trip and one snapshot: the revision counter, left-joined with the
-/// organization, the permission, the grant on the resource and the org-wide grant. The
-/// grant joins name all five columns of the primary key, the permission id as a scalar
-/// (`{permission_id}`: `$5`, or the id of the permission looked up by name once, in
-/// `wanted`), so each is an exact index probe however many grants exist; joined on
-/// `permissions.id` instead, PostgreSQL probed only a prefix and filtered. The resource's
-/// own grant wins over an org-wide one: it is the more specific answer. $1-$6 are the
-/// organization, the user, the resource type and id, the permission, and the org-wide
-/// resource type.
-///
-/// Written out rather than built with sea-query: this is the hottest statement, and
-/// building it took about 4% of grantd's CPU time under a check load (perf).
-const CHECK_SQL: &str = "{wanted}SELECT revision_counter.value AS revision, organizations.id AS organization_found, \
-     permissions.id AS permission_found, permissions.name AS permission_name, \
-     COALESCE(on_resource.resource_type, org_wide.resource_type) AS resource_type, \
-     COALESCE(on_resource.resource_id, org_wide.resource_id) AS resource_id, \
-     COALESCE(on_resource.granted_at, org_wide.granted_at) AS granted_at, \
-     COALESCE(on_resource.granted_by, org_wide.granted_by) AS granted_by \
-     FROM revision_counter \
-     LEFT JOIN organizations ON organizations.id = $1 \
-     LEFT JOIN {permissions} \
-     LEFT JOIN grants AS on_resource ON on_resource.organization_id = $1 AND on_resource.user_id = $2 \
-       AND on_resource.resource_type = $3 AND on_resource.resource_id = $4 \
-       AND on_resource.permission_id = {permission_id} \
-     LEFT JOIN grants AS org_wide ON org_wide.organization_id = $1 AND org_wide.user_id = $2 \
-       AND org_wide.resource_type = $6 AND org_wide.resource_id = $1 \
-       AND org_wide.permission_id = {permission_id} \
-     WHERE revision_counter.id = 1";
-
-/// By name on PostgreSQL, the permission is looked up once: written as a subquery in
-/// each grant join, the generic plan of the prepared statement ran it twice more, and
-/// pgbench ran the statement about 50% faster with one lookup than with three (16 clients).
-const BY_NAME: [(&str, &str); 3] = [
-    ("{wanted}", "WITH wanted AS MATERIALIZED (SELECT id, name FROM permissions WHERE name = $5) "),
-    ("{permissions}", "wanted AS permissions ON true"),
-    ("{permission_id}", "(SELECT id FROM wanted)"),
-];
-/// SQLite runs an uncorrelated subquery once per statement anyway, and the materialized
-/// table cost it about 10% of its checks per second.
-const BY_NAME_SQLITE: [(&str, &str); 3] = [
-    ("{wanted}", ""),
-    ("{permissions}", "permissions ON permissions.name = $5"),
-    ("{permission_id}", "(SELECT id FROM permissions WHERE name = $5)"),
-];
-const BY_ID: [(&str, &str); 3] =
-    [("{wanted}", ""), ("{permissions}", "permissions ON permissions.id = $5"), ("{permission_id}", "$5")];
-
-/// [`CHECK_SQL`] for a backend and a kind of permission key, made once: SQLite numbers
-/// its parameters `?1`, PostgreSQL `$1`.
-fn check_sql(backend: DatabaseBackend, by_id: bool) -> &'static str {
-    static TEXTS: OnceLock<[String; 4]> = OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        let fill =
-            |parts: [(&str, &str); 3]| parts.iter().fold(CHECK_SQL.to_owned(), |sql, (at, part)| sql.replace(at, part));
-        let by_id = fill(BY_ID);
-        [fill(BY_NAME), by_id.clone(), fill(BY_NAME_SQLITE).replace('$', "?"), by_id.replace('$', "?")]
-    });
-    let index = usize::from(by_id) + if backend == DatabaseBackend::Postgres { 0 } else { 2 };
-    &texts[index]
-}
-
-pub async fn check(reads: &ReadConnections, target: Target<'_>, permission: &PermissionKey) -> Result<CheckRead> {
-    let backend = reads.backend();
-    let (by_id, permission_value): (bool, Value) = match permission {
-        PermissionKey::Id(id) => (true, (*id).into()),
-        PermissionKey::Name(name) => (false, name.as_str().into()),
-    };
-    let statement = Statement::from_sql_and_values(
-        backend,
-        check_sql(backend, by_id),
-        [
-            target.organization_id.into(),
-            target.user_id.into(),
-            target.resource_type.into(),
-            target.resource_id.into(),
-            permission_value,
-            crate::domain::ResourceType::ORGANIZATION.into(),
-        ],
-    );
-    let row =
-        reads.query_one(&statement).await?.ok_or_else(|| Error::Internal("revision counter row is missing".into()))?;
-    let row = CheckRow::from_query_result(&row, "")?;
-    let matched = match (
-        row.permission_found,
-        row.permission_name.clone(),
-        row.resource_type,
-        row.resource_id,
-        row.granted_at,
-        row.granted_by,
-    ) {
-        (
-            Some(permission_id),
-            Some(permission_name),
-            Some(resource_type),
-            Some(resource_id),
-            Some(granted_at),
-            Some(granted_by),
-        ) => Some(Grant {
-            organization_id: target.organization_id.to_owned(),
-            user_id: target.user_id.to_owned(),
-            permission_id,
-            permission_name,
-            resource_type,
-            resource_id,
-            granted_at,
-            granted_by,
-        }),
-        _ => None,
-    };
-    Ok(CheckRead {
-        revision: row.revision,
-        matched,
-        organization_exists: row.organization_found.is_some(),
-        permission_exists: row.permission_found.is_some(),
-    })
 }
 
 /// Filter of a grant list: a resource type, optionally one resource of it.

@@ -5,6 +5,7 @@
 //! stay in this module; callers see `domain` types.
 
 pub mod changes;
+pub mod checks;
 mod connect;
 mod entities;
 mod error;

@@ -1,13 +1,20 @@
-//! Connections kept out of sqlx's pool for one-statement reads (CheckPermission).
+//! Connections kept out of sqlx's pool for one-statement reads (CheckPermission's).
 //!
 //! sqlx tests every connection that returns to its pool (on PostgreSQL a `Sync` and a
 //! wait for `ReadyForQuery`, on SQLite a round trip to the connection's thread), and sqlx
 //! 0.8 cannot be told not to. For a check, which is one statement, that doubled the
 //! round trips: perf put 16% of grantd's CPU time in that test under a check load. These
 //! connections are taken from the pool once and handed from one read to the next without
-//! it. A read that fails or is cancelled drops its connection, which then goes back to
-//! sqlx's pool, is tested there and closed if broken; so the usual pool rules still hold
-//! for every connection that might be in a bad state.
+//! it. A read that fails or is cancelled drops its connection: a SQLite one goes back to
+//! sqlx's pool, is tested there and closed if broken; a PostgreSQL one is closed, as it
+//! carries a setting of its own (below) that writes must not inherit.
+//!
+//! PostgreSQL plans the first executions of a prepared statement for their parameters
+//! and keeps planning anew while that looks cheaper than its one generic plan. For the
+//! check statement, whose checks travel as arrays, it always does: the generic plan
+//! assumes a hundred checks per array. Planning every call cost about 0.5 ms a check at
+//! one client (a third of the time); the plan is index probes whatever the arrays hold,
+//! so read connections use the generic plan (`plan_cache_mode`).
 
 use std::{fmt, sync::Mutex, time::Duration};
 
@@ -31,6 +38,7 @@ pub struct ReadConnections {
     /// How many connections reads may hold at once: the rest of the pool stays for
     /// writes and the other RPCs.
     permits: Semaphore,
+    capacity: usize,
     acquire_timeout: Duration,
 }
 
@@ -80,7 +88,18 @@ impl ReadConnections {
         };
         let (max_connections, acquire_timeout) = pool_limits(db);
         let permits = usize::try_from(max_connections / 2).unwrap_or(1).max(1);
-        Ok(Self { pool, idle: Mutex::new(Vec::new()), permits: Semaphore::new(permits), acquire_timeout })
+        Ok(Self {
+            pool,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(permits),
+            capacity: permits,
+            acquire_timeout,
+        })
+    }
+
+    /// How many connections reads may hold at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn backend(&self) -> DatabaseBackend {
@@ -91,12 +110,17 @@ impl ReadConnections {
     }
 
     /// Runs one read-only statement. When the connection, not the statement, fails (the
-    /// server may have closed it while it waited idle, here or in sqlx's pool) the
-    /// statement runs again on another: a read is safe to repeat.
-    pub async fn query_one(&self, statement: &Statement) -> Result<Option<QueryResult>, DbErr> {
+    /// server may have closed it while it waited idle, here or in sqlx's pool, and that
+    /// shows in the statement or in setting the connection up) the statement runs again
+    /// on another: a read is safe to repeat.
+    pub async fn query_all(&self, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
         let mut attempt = 1;
         loop {
-            match run(self.lease().await?, statement).await {
+            let answer = match self.lease().await {
+                Ok(lease) => run(lease, statement).await,
+                Err(err) => Err(err),
+            };
+            match answer {
                 Err(err) if attempt < MAX_ATTEMPTS && is_broken_connection(&err) => {
                     tracing::debug!(attempt, error = %err, "a read connection failed, retrying on another");
                     attempt += 1;
@@ -116,7 +140,7 @@ impl ReadConnections {
             let connection = match idle {
                 Some(connection) => connection,
                 None => match &self.pool {
-                    Pool::Postgres(pool) => Connection::Postgres(pool.acquire().await.map_err(acquire_error)?),
+                    Pool::Postgres(pool) => Connection::Postgres(read_connection(pool).await?),
                     Pool::Sqlite(pool) => Connection::Sqlite(pool.acquire().await.map_err(acquire_error)?),
                 },
             };
@@ -128,22 +152,32 @@ impl ReadConnections {
     }
 }
 
-async fn run(mut lease: Lease<'_>, statement: &Statement) -> Result<Option<QueryResult>, DbErr> {
+async fn run(mut lease: Lease<'_>, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
     let values = SqlxValues(statement.values.clone().unwrap_or(Values(Vec::new())));
-    let row = match lease.connection.as_mut() {
+    let rows = match lease.connection.as_mut() {
         Some(Connection::Postgres(connection)) => sqlx::query_with(&statement.sql, values)
-            .fetch_optional(&mut **connection)
+            .fetch_all(&mut **connection)
             .await
-            .map(|row| row.map(QueryResult::from)),
+            .map(|rows| rows.into_iter().map(QueryResult::from).collect()),
         Some(Connection::Sqlite(connection)) => sqlx::query_with(&statement.sql, values)
-            .fetch_optional(&mut **connection)
+            .fetch_all(&mut **connection)
             .await
-            .map(|row| row.map(QueryResult::from)),
+            .map(|rows| rows.into_iter().map(QueryResult::from).collect()),
         None => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
     }
     .map_err(|err| DbErr::Query(RuntimeErr::SqlxError(err)))?;
     lease.give_back();
-    Ok(row)
+    Ok(rows)
+}
+
+async fn read_connection(pool: &sqlx::PgPool) -> Result<PoolConnection<Postgres>, DbErr> {
+    let mut connection = pool.acquire().await.map_err(acquire_error)?;
+    connection.close_on_drop();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *connection)
+        .await
+        .map_err(|err| DbErr::Exec(RuntimeErr::SqlxError(err)))?;
+    Ok(connection)
 }
 
 fn acquire_error(err: sqlx::Error) -> DbErr {
