@@ -156,6 +156,7 @@ impl Shared {
             runtime.spawn(Lane { shared: Arc::clone(shared), permit: Some(permit) }.drain());
         }
     }
+
     async fn read(&self, wanted: &[Check]) -> Result<Vec<CheckRead>> {
         if let Some(metrics) = metrics::global() {
             metrics.checks_read_together(wanted.len());
