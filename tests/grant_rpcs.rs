@@ -22,6 +22,7 @@ backend_tests!(
     grants_are_only_for_members_of_existing_organizations,
     check_permission_answers_from_resource_and_org_wide_grants,
     concurrent_checks_each_get_their_own_answer,
+    checks_answer_after_read_connections_remake_their_plans,
     list_user_permissions_filters_and_rejects_foreign_page_tokens,
     adds_racing_a_member_removal_leave_no_grant_behind,
     duplicates_count_once_towards_the_batch_limit,
@@ -877,6 +878,27 @@ async fn concurrent_checks_each_get_their_own_answer(server: TestServer) {
             (Err(missing), Err(status)) => assert_not_found_naming(&status, missing),
             (expected, answer) => panic!("{question}: expected {expected:?}, got {answer:?}"),
         }
+    }
+}
+
+/// PostgreSQL read connections forget their prepared statements once these are 10 s old
+/// (so that plans follow the tables' growth); checks must answer as before on them.
+async fn checks_answer_after_read_connections_remake_their_plans(server: TestServer) {
+    create_org(&server, "acme").await;
+    add_member(&server, "acme", "alice").await;
+    let read = create_permission(&server, "documents:read").await;
+    grant(&server, "acme", "alice", &[&read], resource("folder", "f1")).await;
+    let ask = |id: &str| {
+        let mut grants = server.grants();
+        let request = check_request("acme", "alice", by_name("documents:read"), resource("folder", id));
+        async move { grants.check_permission(request).await.expect("check").into_inner().allowed }
+    };
+    // Several at once, so that more than one read connection is kept.
+    assert_eq!(join_all((0..8).map(|_| ask("f1"))).await, vec![true; 8]);
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    for _ in 0..3 {
+        assert_eq!(join_all((0..8).map(|_| ask("f1"))).await, vec![true; 8]);
+        assert!(!ask("f2").await);
     }
 }
 
