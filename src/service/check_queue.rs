@@ -49,9 +49,8 @@ impl std::fmt::Debug for CheckQueue {
 struct Shared {
     reads: ReadConnections,
     waiting: Mutex<Vec<Waiting>>,
-    /// Statements in flight.
+    /// One permit per statement that may be in flight: `reads.capacity()` in all.
     lanes: Arc<Semaphore>,
-    lane_count: usize,
 }
 
 struct Waiting {
@@ -62,13 +61,8 @@ struct Waiting {
 impl CheckQueue {
     /// At most as many statements in flight as `reads` has connections.
     pub fn new(reads: ReadConnections) -> Self {
-        let lanes = reads.capacity().max(1);
-        let shared = Shared {
-            reads,
-            waiting: Mutex::new(Vec::new()),
-            lanes: Arc::new(Semaphore::new(lanes)),
-            lane_count: lanes,
-        };
+        let lanes = Arc::new(Semaphore::new(reads.capacity()));
+        let shared = Shared { reads, waiting: Mutex::new(Vec::new()), lanes };
         Self { shared: Arc::new(shared) }
     }
 
@@ -130,7 +124,7 @@ impl Shared {
     }
 
     fn busy_lanes(&self) -> usize {
-        self.lane_count - self.lanes.available_permits()
+        self.reads.capacity() - self.lanes.available_permits()
     }
 
     /// A lane for the caller itself, when nothing waits and no statement is in flight.

@@ -24,6 +24,17 @@ pub enum PermissionKey {
     Name(String),
 }
 
+impl PermissionKey {
+    /// As the statement takes it: the id as 32 hex digits (PostgreSQL reads them as a
+    /// uuid, SQLite unhexes them into its 16-byte blob) or the name, and whether it is an id.
+    fn as_text(&self) -> (String, bool) {
+        match self {
+            PermissionKey::Id(id) => (id.simple().to_string(), true),
+            PermissionKey::Name(name) => (name.clone(), false),
+        }
+    }
+}
+
 /// One check: does the user hold the permission on the resource, or org-wide?
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -80,8 +91,7 @@ const POSTGRES_WANTED: &str = "SELECT position, organization_id, user_id, resour
      AS listed (organization_id, user_id, resource_type, resource_id, permission, by_id, position)";
 
 /// The same list from one JSON array `[organization, user, resource type, resource id,
-/// permission, by id]` per check, a permission id as 32 hex digits: SQLite keeps uuids as
-/// 16-byte blobs.
+/// permission, by id]` per check.
 const SQLITE_WANTED: &str = "SELECT listed.key + 1 AS position, listed.value ->> 0 AS organization_id, \
      listed.value ->> 1 AS user_id, listed.value ->> 2 AS resource_type, listed.value ->> 3 AS resource_id, \
      CASE WHEN listed.value ->> 5 THEN unhex(listed.value ->> 4) \
@@ -135,10 +145,7 @@ fn parameters(backend: DatabaseBackend, checks: &[Check]) -> Result<Vec<Value>> 
         let wanted: Vec<_> = checks
             .iter()
             .map(|check| {
-                let (permission, by_id) = match &check.permission {
-                    PermissionKey::Id(id) => (id.simple().to_string(), true),
-                    PermissionKey::Name(name) => (name.clone(), false),
-                };
+                let (permission, by_id) = check.permission.as_text();
                 (&check.organization_id, &check.user_id, &check.resource_type, &check.resource_id, permission, by_id)
             })
             .collect();
@@ -149,14 +156,13 @@ fn parameters(backend: DatabaseBackend, checks: &[Check]) -> Result<Vec<Value>> 
         let values = checks.iter().map(|check| Value::from(field(check))).collect();
         Value::Array(ArrayType::String, Some(Box::new(values)))
     };
-    let by_id = checks.iter().map(|check| Value::from(matches!(check.permission, PermissionKey::Id(_)))).collect();
-    let permissions = checks
+    let (permissions, by_id): (Vec<Value>, Vec<Value>) = checks
         .iter()
-        .map(|check| match &check.permission {
-            PermissionKey::Id(id) => Value::from(id.to_string()),
-            PermissionKey::Name(name) => Value::from(name.as_str()),
+        .map(|check| {
+            let (permission, by_id) = check.permission.as_text();
+            (permission.into(), by_id.into())
         })
-        .collect();
+        .unzip();
     Ok(vec![
         texts(|check| &check.organization_id),
         texts(|check| &check.user_id),
@@ -171,7 +177,7 @@ fn parameters(backend: DatabaseBackend, checks: &[Check]) -> Result<Vec<Value>> 
 fn answer(check: &Check, row: CheckRow) -> CheckRead {
     let matched = match (
         row.permission_found,
-        row.permission_name.clone(),
+        row.permission_name,
         row.resource_type,
         row.resource_id,
         row.granted_at,
