@@ -1,8 +1,9 @@
 -- One check in one statement (permission by name): grantd's CheckPermission statement as its
 -- statement log showed it until checks were read in batches (src/storage/checks.rs now sends
 -- a list of checks as arrays). Kept as the ceiling because it is the cheapest way to answer
--- one check with one statement: the batched statement with one check ran 6-10% slower under
--- pgbench (BENCHMARKS.md, Reads). pgbench variables stand in place of its parameters
+-- one check with one statement: the batched statement with one check ran 4-14% fewer times a
+-- second under pgbench (1 and 16 clients, two runs each, both on PostgreSQL's generic plan;
+-- BENCHMARKS.md, Reads). pgbench variables stand in place of its parameters
 -- (the constant ones come from bench/run.sh as -D org=... so that they are parameters
 -- too, as grantd sends them: literals let PostgreSQL plan each call for its values).
 \set k random(0, 99)
