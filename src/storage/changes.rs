@@ -13,14 +13,11 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{entities::change, entities::revision_counter, grants::GrantKey};
+use super::{entities::change, entities::revision_counter, grants::GrantKey, json_array};
 use crate::domain::{
     Actor, Error, Result, Revision,
     model::{Change, ChangeKind},
 };
-
-/// Rows per INSERT: 10 columns each keeps a statement under SQLite's 32,766 parameters.
-const ROWS_PER_INSERT: usize = 3_000;
 
 /// An event about to be appended; its revision is assigned by [`append`].
 #[derive(Debug, Clone)]
@@ -103,7 +100,7 @@ pub async fn append(
     let count = i64::try_from(events.len()).map_err(|_| Error::Internal("too many events".into()))?;
     match conn.get_database_backend() {
         DatabaseBackend::Postgres => append_in_one_statement(conn, actor, at, &events, count).await,
-        _ => append_in_chunks(conn, actor, at, &events, count).await,
+        _ => append_in_two_statements(conn, actor, at, &events, count).await,
     }
 }
 
@@ -156,8 +153,18 @@ async fn append_in_one_statement(
         .map_err(Error::from)
 }
 
-/// Elsewhere: bump the counter, then insert the events in chunks of [`ROWS_PER_INSERT`].
-async fn append_in_chunks(
+/// The events of [`append`] on SQLite: the first event's revision, actor, request id,
+/// time, then the events as one JSON array of
+/// `[kind, organization, user, permission (32 hex digits), resource type, resource id]`.
+pub const SQLITE_APPEND: &str = "INSERT INTO changes \
+    (revision, kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id) \
+    SELECT ?1 + listed.key, listed.value ->> 0, ?2, ?3, ?4, listed.value ->> 1, listed.value ->> 2, \
+      unhex(listed.value ->> 3), listed.value ->> 4, listed.value ->> 5 \
+    FROM json_each(?5) AS listed";
+
+/// SQLite: bump the counter, then insert every event in one statement, the events as one
+/// JSON array `[kind, organization, user, permission, resource type, resource id]` each.
+async fn append_in_two_statements(
     conn: &impl ConnectionTrait,
     actor: &Actor,
     at: DateTime<Utc>,
@@ -176,39 +183,32 @@ async fn append_in_chunks(
         .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?
         .try_get("", "value")?;
 
-    let mut revision = last - count;
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut insert = Query::insert();
-        insert.into_table(change::Entity).columns([
-            change::Column::Revision,
-            change::Column::Kind,
-            change::Column::Actor,
-            change::Column::RequestId,
-            change::Column::At,
-            change::Column::OrganizationId,
-            change::Column::UserId,
-            change::Column::PermissionId,
-            change::Column::ResourceType,
-            change::Column::ResourceId,
-        ]);
-        for event in chunk {
-            revision += 1;
-            let (resource_type, resource_id) = event.resource.clone().unzip();
-            insert.values_panic([
-                revision.into(),
-                event.kind.code().into(),
-                actor.subject.as_str().into(),
-                actor.request_id.as_str().into(),
-                at.into(),
-                event.organization_id.clone().into(),
-                event.user_id.clone().into(),
-                event.permission_id.into(),
-                resource_type.into(),
-                resource_id.into(),
-            ]);
-        }
-        conn.execute(conn.get_database_backend().build(&insert)).await?;
-    }
+    let listed: Vec<_> = events
+        .iter()
+        .map(|event| {
+            let (resource_type, resource_id) = event.resource.as_ref().map(|(t, i)| (t, i)).unzip();
+            (
+                event.kind.code(),
+                &event.organization_id,
+                &event.user_id,
+                event.permission_id.map(|id| id.simple().to_string()),
+                resource_type,
+                resource_id,
+            )
+        })
+        .collect();
+    let insert = Statement::from_sql_and_values(
+        DatabaseBackend::Sqlite,
+        SQLITE_APPEND,
+        [
+            (last - count + 1).into(),
+            actor.subject.as_str().into(),
+            actor.request_id.as_str().into(),
+            at.into(),
+            json_array(&listed)?.into(),
+        ],
+    );
+    conn.execute(insert).await?;
     Ok(last)
 }
 

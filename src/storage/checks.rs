@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseBackend, FromQueryResult, Statement, Value, sea_query::ArrayType};
 use uuid::Uuid;
 
-use super::ReadConnections;
+use super::{ReadConnections, json_array};
 use crate::domain::{Error, ResourceType, Result, Revision, model::Grant};
 
 /// How the permission of a check is named.
@@ -149,8 +149,7 @@ fn parameters(backend: DatabaseBackend, checks: &[Check]) -> Result<Vec<Value>> 
                 (&check.organization_id, &check.user_id, &check.resource_type, &check.resource_id, permission, by_id)
             })
             .collect();
-        let wanted = serde_json::to_string(&wanted).map_err(|err| Error::Internal(err.to_string()))?;
-        return Ok(vec![wanted.into(), org_wide_type]);
+        return Ok(vec![json_array(&wanted)?.into(), org_wide_type]);
     }
     let texts = |field: fn(&Check) -> &str| {
         let values = checks.iter().map(|check| Value::from(field(check))).collect();

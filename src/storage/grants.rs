@@ -11,7 +11,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::{grant, permission};
+use super::{
+    entities::{grant, permission},
+    json_array,
+};
 use crate::domain::{Result, model::Grant};
 
 /// The organization and user a batch of grant changes is about, and the resource.
@@ -55,8 +58,8 @@ pub enum Selection {
 }
 
 impl Selection {
-    fn condition(&self) -> Condition {
-        match self {
+    fn condition(&self, backend: DatabaseBackend) -> Result<Condition> {
+        Ok(match self {
             Selection::UserInOrganization { organization_id, user_id } => Condition::all()
                 .add(grant::Column::OrganizationId.eq(organization_id.as_str()))
                 .add(grant::Column::UserId.eq(user_id.as_str())),
@@ -69,7 +72,7 @@ impl Selection {
             Selection::Listed { organization_id, user_id, resource_type, resource_id, permission_ids } => {
                 Target { organization_id, user_id, resource_type, resource_id }
                     .condition()
-                    .add(grant::Column::PermissionId.is_in(permission_ids.iter().copied()))
+                    .add(permission_id_listed(backend, permission_ids)?)
             }
             Selection::Resources { user_id, resources } => {
                 let on_resources = Expr::tuple([
@@ -84,16 +87,37 @@ impl Selection {
                     None => condition,
                 }
             }
-        }
+        })
     }
 }
+
+/// `permission_id` is one of `ids`, the list as one parameter so that the statement text
+/// is the same for any number of ids.
+fn permission_id_listed(backend: DatabaseBackend, ids: &[Uuid]) -> Result<SimpleExpr> {
+    Ok(match backend {
+        DatabaseBackend::Postgres => Expr::cust_with_values("permission_id = ANY($1::uuid[])", [ids.to_vec()]),
+        _ => {
+            let ids: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
+            Expr::cust_with_values("permission_id IN (SELECT unhex(value) FROM json_each(?))", [json_array(&ids)?])
+        }
+    })
+}
+
+/// [`insert`] on SQLite: organization, user, resource type and id, granted at, granted
+/// by, then the permission ids as a JSON array of 32-hex-digit strings. `WHERE true`
+/// tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+pub const SQLITE_INSERT: &str = "INSERT INTO grants \
+    (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
+    SELECT ?1, ?2, ?3, ?4, unhex(listed.value), ?5, ?6 FROM json_each(?7) AS listed WHERE true \
+    ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
+    RETURNING permission_id";
 
 /// Inserts one grant per permission in one statement, keeping rows that already exist;
 /// answers the permissions it inserted, in `permission_ids` order.
 ///
-/// On PostgreSQL the ids travel as one array (`UNNEST`), so the statement text is the
-/// same for every batch size: it stays in the prepared-statement cache and never meets
-/// the 65,535-parameter limit.
+/// The ids travel as one parameter (PostgreSQL: an array, `UNNEST`; SQLite: a JSON
+/// array, `json_each`), so the statement text is the same for every batch size: it stays
+/// in the prepared-statement cache and never meets a parameter limit.
 pub async fn insert(
     conn: &impl ConnectionTrait,
     target: Target<'_>,
@@ -124,40 +148,20 @@ pub async fn insert(
             ],
         ),
         _ => {
-            let mut insert = Query::insert();
-            insert.into_table(grant::Entity).columns([
-                grant::Column::OrganizationId,
-                grant::Column::UserId,
-                grant::Column::ResourceType,
-                grant::Column::ResourceId,
-                grant::Column::PermissionId,
-                grant::Column::GrantedAt,
-                grant::Column::GrantedBy,
-            ]);
-            for permission_id in permission_ids {
-                insert.values_panic([
+            let ids: Vec<String> = permission_ids.iter().map(|id| id.simple().to_string()).collect();
+            Statement::from_sql_and_values(
+                backend,
+                SQLITE_INSERT,
+                [
                     target.organization_id.into(),
                     target.user_id.into(),
                     target.resource_type.into(),
                     target.resource_id.into(),
-                    (*permission_id).into(),
                     granted_at.into(),
                     granted_by.into(),
-                ]);
-            }
-            insert.on_conflict(
-                sea_orm::sea_query::OnConflict::columns([
-                    grant::Column::OrganizationId,
-                    grant::Column::UserId,
-                    grant::Column::ResourceType,
-                    grant::Column::ResourceId,
-                    grant::Column::PermissionId,
-                ])
-                .do_nothing()
-                .to_owned(),
-            );
-            insert.returning_col(grant::Column::PermissionId);
-            backend.build(&insert)
+                    json_array(&ids)?.into(),
+                ],
+            )
         }
     };
     let rows = conn.query_all(statement).await?;
@@ -171,7 +175,7 @@ pub async fn any(conn: &impl ConnectionTrait, selection: &Selection) -> Result<b
     let found = grant::Entity::find()
         .select_only()
         .column(grant::Column::PermissionId)
-        .filter(selection.condition())
+        .filter(selection.condition(conn.get_database_backend())?)
         .limit(1)
         .into_tuple::<Uuid>()
         .one(conn)
@@ -194,7 +198,7 @@ pub struct GrantKey {
 pub async fn delete(conn: &impl ConnectionTrait, selection: &Selection) -> Result<Vec<GrantKey>> {
     let delete = Query::delete()
         .from_table(grant::Entity)
-        .cond_where(selection.condition())
+        .cond_where(selection.condition(conn.get_database_backend())?)
         .returning(Query::returning().columns([
             grant::Column::OrganizationId,
             grant::Column::UserId,

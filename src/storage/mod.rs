@@ -21,3 +21,9 @@ pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, mig
 pub use lock::Lock;
 pub use reads::ReadConnections;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
+
+/// A list as one SQLite parameter, for `json_each`: the statement text stays the same
+/// whatever the list's length, and no list meets SQLite's parameter limit.
+fn json_array<T: serde::Serialize>(items: &[T]) -> crate::domain::Result<String> {
+    serde_json::to_string(items).map_err(|err| crate::domain::Error::Internal(format!("encoding a list: {err}")))
+}

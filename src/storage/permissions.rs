@@ -1,26 +1,53 @@
 //! The permission catalog.
 
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
     sea_query::{OnConflict, Query},
 };
 use uuid::Uuid;
 
-use super::{Lock, entities::permission, lock};
+use super::{Lock, entities::permission, json_array, lock};
 use crate::domain::{Result, model::Permission};
 
 fn to_domain(row: permission::Model) -> Permission {
     Permission { id: row.id, name: row.name, description: row.description, created_at: row.created_at }
 }
 
+/// [`resolve`] on SQLite: the ids (as 32 hex digits) and the names, each a JSON array.
+pub const SQLITE_RESOLVE: &str = "SELECT id, name, description, created_at FROM permissions \
+    WHERE id IN (SELECT unhex(value) FROM json_each(?1)) OR name IN (SELECT value FROM json_each(?2))";
+
 /// The catalog entries named by `ids` or `names`, share-locked so that they cannot be
 /// deleted before the transaction ends. Unknown ones are simply absent.
+///
+/// The lists travel as one parameter each (PostgreSQL: arrays; SQLite: JSON arrays), so
+/// the statement text is the same for one permission or a thousand and stays prepared.
 pub async fn resolve(conn: &impl ConnectionTrait, ids: &[Uuid], names: &[&str]) -> Result<Vec<Permission>> {
-    let named = Condition::any()
-        .add(permission::Column::Id.is_in(ids.iter().copied()))
-        .add(permission::Column::Name.is_in(names.iter().copied()));
-    let select = permission::Entity::find().filter(named);
-    Ok(lock::apply(select, Lock::KeyShare).all(conn).await?.into_iter().map(to_domain).collect())
+    let backend = conn.get_database_backend();
+    let statement = match backend {
+        DatabaseBackend::Postgres => Statement::from_sql_and_values(
+            backend,
+            // Not `id = ANY($1) OR name = ANY($2)`: under a generic plan that filter
+            // compares every catalog row with every listed name (12 ms for 1,000 names
+            // over 1,000 permissions); joined, each name is one probe or hash lookup.
+            "SELECT p.id, p.name, p.description, p.created_at FROM permissions p \
+             WHERE p.id IN (SELECT wanted FROM unnest($1::uuid[]) AS wanted \
+               UNION ALL SELECT named.id FROM permissions named \
+               JOIN unnest($2::text[]) AS wanted(name) ON named.name = wanted.name) \
+             FOR KEY SHARE OF p",
+            [ids.to_vec().into(), names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>().into()],
+        ),
+        _ => {
+            let ids: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
+            Statement::from_sql_and_values(
+                backend,
+                SQLITE_RESOLVE,
+                [json_array(&ids)?.into(), json_array(names)?.into()],
+            )
+        }
+    };
+    let rows = permission::Entity::find().from_raw_sql(statement).all(conn).await?;
+    Ok(rows.into_iter().map(to_domain).collect())
 }
 
 /// Inserts the permission; `false` when the name is taken.

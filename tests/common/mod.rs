@@ -9,11 +9,9 @@
 #![allow(dead_code)]
 
 use std::{
+    hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use grantd::{
@@ -137,8 +135,8 @@ pub struct TestServer {
     pub channel: Channel,
     /// The server's own connection pool, for assertions that read tables directly.
     pub db: DatabaseConnection,
-    /// Statements the server has sent to the database so far.
-    pub statements: Arc<AtomicU64>,
+    /// A digest of the text of each statement the server has sent so far, in order.
+    statements: Arc<Mutex<Vec<u64>>>,
     /// Where the server reads its HS256 secret.
     pub secret_file: std::path::PathBuf,
     database_url: String,
@@ -181,10 +179,11 @@ impl TestServer {
     ) -> Self {
         let mut db = storage::connect(&database_url, &PoolOptions::default()).await.expect("connect");
         storage::migrate_up(&db).await.expect("migrate");
-        let statements = Arc::new(AtomicU64::new(0));
-        let counter = statements.clone();
-        db.set_metric_callback(move |_| {
-            counter.fetch_add(1, Ordering::SeqCst);
+        let statements = Arc::new(Mutex::new(Vec::new()));
+        let log = statements.clone();
+        db.set_metric_callback(move |info| {
+            let digest = BuildHasherDefault::<DefaultHasher>::default().hash_one(&info.statement.sql);
+            log.lock().expect("statement log").push(digest);
         });
 
         let secret_dir = tempfile::tempdir().expect("temp dir");
@@ -268,8 +267,14 @@ impl TestServer {
         &self.database_url
     }
 
-    pub fn statement_count(&self) -> u64 {
-        self.statements.load(Ordering::SeqCst)
+    pub fn statement_count(&self) -> usize {
+        self.statements.lock().expect("statement log").len()
+    }
+
+    /// Digests of the texts of the statements sent since the count was `start`, in order:
+    /// equal digests, equal texts.
+    pub fn statement_texts_since(&self, start: usize) -> Vec<u64> {
+        self.statements.lock().expect("statement log")[start..].to_vec()
     }
 
     /// Rows in a table, read directly.

@@ -1,6 +1,7 @@
 //! The SQLite ceiling of `add`: what pgbench is for PostgreSQL. grantd's own statements
-//! for AddUserPermissions of one permission (copied from sqlx's statement log of a
-//! running grantd), run straight through sqlx, N clients, each transaction under one
+//! for AddUserPermissions of one permission (the list-taking ones are grantd's own
+//! constants; the rest copied from sqlx's statement log of a running grantd), run
+//! straight through sqlx, N clients, each transaction under one
 //! in-process writer lock as grantd takes it. The database is opened by grantd's own
 //! code (same pragmas) and migrated; bench/run.sh points it at the file of the grantd it
 //! measures (idle meanwhile), so both work on a database of the same size, as pgbench
@@ -18,7 +19,7 @@ use anyhow::Context;
 use futures::FutureExt;
 use grantd::{
     domain::model::ChangeKind,
-    storage::{self, PoolOptions},
+    storage::{self, PoolOptions, changes::SQLITE_APPEND, grants::SQLITE_INSERT, permissions::SQLITE_RESOLVE},
 };
 use sea_orm::sqlx::{self, Connection, Executor, Row, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
@@ -31,11 +32,8 @@ const USERS: usize = 100;
 
 const TOUCH: &str = r#"UPDATE "revision_counter" SET "value" = "value" WHERE "revision_counter"."id" = ?"#;
 const MEMBER: &str = r#"SELECT "memberships"."user_id" FROM "memberships" WHERE "memberships"."organization_id" = ? AND "memberships"."user_id" = ? LIMIT ?"#;
-const PERMISSIONS: &str = r#"SELECT "permissions"."id", "permissions"."name", "permissions"."description", "permissions"."created_at" FROM "permissions" WHERE ? = ? OR "permissions"."name" IN (?)"#;
-const GRANT: &str = r#"INSERT INTO "grants" ("organization_id", "user_id", "resource_type", "resource_id", "permission_id", "granted_at", "granted_by") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT ("organization_id", "user_id", "resource_type", "resource_id", "permission_id") DO NOTHING RETURNING "permission_id""#;
 const BUMP: &str =
     r#"UPDATE "revision_counter" SET "value" = "value" + ? WHERE "revision_counter"."id" = ? RETURNING "value""#;
-const CHANGE: &str = r#"INSERT INTO "changes" ("revision", "kind", "actor", "request_id", "at", "organization_id", "user_id", "permission_id", "resource_type", "resource_id") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#;
 
 /// Runs the ceiling on `--ceiling-db`, or on a new file in the temporary directory that
 /// is removed afterwards.
@@ -164,32 +162,30 @@ async fn add_statement_by_statement(
     let mut tx = connection.begin().await?;
     sqlx::query(TOUCH).bind(1i64).execute(&mut *tx).await?;
     sqlx::query(MEMBER).bind(ORG).bind(user).bind(1i64).fetch_optional(&mut *tx).await?;
-    let permission: uuid::Uuid =
-        sqlx::query(PERMISSIONS).bind(1i64).bind(2i64).bind(PERMISSION).fetch_one(&mut *tx).await?.try_get("id")?;
-    sqlx::query(GRANT)
+    let permission: uuid::Uuid = sqlx::query(SQLITE_RESOLVE)
+        .bind("[]")
+        .bind(format!(r#"["{PERMISSION}"]"#))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+    let listed = format!(r#"["{}"]"#, permission.simple());
+    sqlx::query(SQLITE_INSERT)
         .bind(ORG)
         .bind(user)
         .bind("bench_doc")
         .bind(resource)
-        .bind(permission)
         .bind(now)
         .bind(ORG)
+        .bind(&listed)
         .fetch_all(&mut *tx)
         .await?;
     let revision: i64 = sqlx::query(BUMP).bind(1i64).bind(1i64).fetch_one(&mut *tx).await?.try_get("value")?;
-    sqlx::query(CHANGE)
-        .bind(revision)
-        .bind(ChangeKind::GrantAdded.code())
-        .bind(ORG)
-        .bind(resource)
-        .bind(now)
-        .bind(ORG)
-        .bind(user)
-        .bind(permission)
-        .bind("bench_doc")
-        .bind(resource)
-        .execute(&mut *tx)
-        .await?;
+    let event = format!(
+        r#"[[{}, "{ORG}", "{user}", "{}", "bench_doc", "{resource}"]]"#,
+        ChangeKind::GrantAdded.code(),
+        permission.simple()
+    );
+    sqlx::query(SQLITE_APPEND).bind(revision).bind(ORG).bind(resource).bind(now).bind(event).execute(&mut *tx).await?;
     tx.commit().await
 }
 
@@ -199,19 +195,22 @@ async fn add_statement_by_statement(
 async fn add_in_one_call(connection: &mut SqliteConnection, user: &str, resource: &str) -> Result<(), sqlx::Error> {
     let now = chrono::Utc::now().to_rfc3339();
     let kind = ChangeKind::GrantAdded.code();
-    let permission = format!("(SELECT id FROM permissions WHERE name = '{PERMISSION}')");
     let sql = format!(
         "BEGIN; \
          UPDATE revision_counter SET value = value WHERE id = 1; \
          SELECT user_id FROM memberships WHERE organization_id = '{ORG}' AND user_id = '{user}' LIMIT 1; \
-         SELECT id, name, description, created_at FROM permissions WHERE 1 = 2 OR name IN ('{PERMISSION}'); \
+         SELECT id, name, description, created_at FROM permissions \
+           WHERE id IN (SELECT unhex(value) FROM json_each('[]')) \
+           OR name IN (SELECT value FROM json_each('[\"{PERMISSION}\"]')); \
          INSERT INTO grants (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
-           VALUES ('{ORG}', '{user}', 'bench_doc', '{resource}', {permission}, '{now}', '{ORG}') \
+           SELECT '{ORG}', '{user}', 'bench_doc', '{resource}', listed.id, '{now}', '{ORG}' \
+           FROM (SELECT id FROM permissions WHERE name = '{PERMISSION}') AS listed WHERE true \
            ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING RETURNING permission_id; \
          UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value; \
          INSERT INTO changes (revision, kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id) \
-           VALUES ((SELECT value FROM revision_counter WHERE id = 1), {kind}, '{ORG}', '{resource}', '{now}', '{ORG}', '{user}', \
-             {permission}, 'bench_doc', '{resource}'); \
+           SELECT (SELECT value FROM revision_counter WHERE id = 1) + listed.key, {kind}, '{ORG}', '{resource}', '{now}', \
+             '{ORG}', '{user}', (SELECT id FROM permissions WHERE name = '{PERMISSION}'), 'bench_doc', '{resource}' \
+           FROM json_each('[0]') AS listed; \
          COMMIT;"
     );
     if let Err(err) = connection.execute(sql.as_str()).await {
