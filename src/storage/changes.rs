@@ -162,8 +162,7 @@ pub const SQLITE_APPEND: &str = "INSERT INTO changes \
       unhex(listed.value ->> 3), listed.value ->> 4, listed.value ->> 5 \
     FROM json_each(?5) AS listed";
 
-/// SQLite: bump the counter, then insert every event in one statement, the events as one
-/// JSON array `[kind, organization, user, permission, resource type, resource id]` each.
+/// SQLite: bump the counter, then insert every event in one statement, [`SQLITE_APPEND`].
 async fn append_in_two_statements(
     conn: &impl ConnectionTrait,
     actor: &Actor,
