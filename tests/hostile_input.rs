@@ -387,6 +387,40 @@ async fn quoted_ids_are_data_not_sql(server: TestServer) {
     assert_eq!((listed[0].organization_id.as_str(), listed[0].user_id.as_str()), (quoted, "o'brien"));
     assert_eq!(listed[0].resource, resource("document", "d'1\"--"));
     assert_eq!(server.count_rows("grants").await, before.grants + 1);
+
+    // The audit trail keeps them as given too (SQLite carries a write's events as JSON).
+    let tricky = "d\\\"[]\\u0000";
+    add_member(&server, quoted, tricky).await;
+    server
+        .grants()
+        .add_user_permissions(pb::AddUserPermissionsRequest {
+            organization_id: quoted.into(),
+            user_id: tricky.into(),
+            permission_names: vec!["documents:read".into()],
+            resource: resource("document", tricky),
+            ..Default::default()
+        })
+        .await
+        .expect("grant to a user whose id looks like JSON");
+    let changes = server
+        .audit()
+        .list_changes(pb::ListChangesRequest { organization_id: quoted.into(), page_size: 100, ..Default::default() })
+        .await
+        .expect("list changes")
+        .into_inner()
+        .changes;
+    let granted: Vec<(&str, &str, Option<&pb::Resource>)> = changes
+        .iter()
+        .filter(|c| c.kind == pb::ChangeKind::GrantAdded as i32)
+        .map(|c| (c.organization_id.as_str(), c.user_id.as_str(), c.resource.as_ref()))
+        .collect();
+    assert_eq!(
+        granted,
+        vec![
+            (quoted, "o'brien", resource("document", "d'1\"--").as_ref()),
+            (quoted, tricky, resource("document", tricky).as_ref())
+        ]
+    );
     still_serving(&server).await;
 }
 
