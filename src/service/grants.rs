@@ -1,6 +1,6 @@
 //! The four grant writes and the two grant reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use uuid::Uuid;
 
@@ -110,7 +110,8 @@ impl Grants {
                 let wanted = resolve::ids(&permissions);
                 let now = domain::now();
                 let added = storage::grants::insert(tx, target, &wanted, now, &actor.subject).await?;
-                let already_held: Vec<Uuid> = wanted.into_iter().filter(|id| !added.contains(id)).collect();
+                let newly: HashSet<Uuid> = added.iter().copied().collect();
+                let already_held: Vec<Uuid> = wanted.into_iter().filter(|id| !newly.contains(id)).collect();
                 let events = added
                     .iter()
                     .map(|permission_id| {
@@ -149,8 +150,8 @@ impl Grants {
                     permission_ids: wanted.clone(),
                 };
                 let deleted = storage::grants::delete(tx, &selection).await?;
-                let (removed, not_held): (Vec<Uuid>, Vec<Uuid>) =
-                    wanted.into_iter().partition(|id| deleted.iter().any(|key| key.permission_id == *id));
+                let gone: HashSet<Uuid> = deleted.iter().map(|key| key.permission_id).collect();
+                let (removed, not_held): (Vec<Uuid>, Vec<Uuid>) = wanted.into_iter().partition(|id| gone.contains(id));
                 let revision = storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
                 Ok(RemoveOutcome { removed, not_held, revision })
             })

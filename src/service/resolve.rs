@@ -1,5 +1,7 @@
 //! Lookups that several use-cases share.
 
+use std::collections::{HashMap, HashSet};
+
 use uuid::Uuid;
 
 use crate::{
@@ -15,19 +17,24 @@ use crate::{
 pub async fn permissions(conn: &impl ConnectionTrait, refs: &PermissionRefs) -> Result<Vec<Permission>> {
     let names: Vec<&str> = refs.names.iter().map(|n| n.as_str()).collect();
     let found = storage::permissions::resolve(conn, &refs.ids, &names).await?;
+    // Looked up by key, not by scanning: a batch of 1,000 would otherwise compare a
+    // million pairs.
+    let by_id: HashMap<Uuid, &Permission> = found.iter().map(|p| (p.id, p)).collect();
+    let by_name: HashMap<&str, &Permission> = found.iter().map(|p| (p.name.as_str(), p)).collect();
 
     let mut missing = Vec::new();
+    let mut taken = HashSet::with_capacity(found.len());
     let mut ordered: Vec<Permission> = Vec::with_capacity(found.len());
-    let mut push = |permission: Option<&Permission>, label: String| match permission {
-        Some(p) if !ordered.iter().any(|o| o.id == p.id) => ordered.push(p.clone()),
+    let mut push = |permission: Option<&&Permission>, label: String| match permission {
+        Some(p) if taken.insert(p.id) => ordered.push((*p).clone()),
         Some(_) => {}
         None => missing.push(label),
     };
     for id in &refs.ids {
-        push(found.iter().find(|p| p.id == *id), id.to_string());
+        push(by_id.get(id), id.to_string());
     }
     for name in &names {
-        push(found.iter().find(|p| p.name == *name), (*name).to_owned());
+        push(by_name.get(name), (*name).to_owned());
     }
     if !missing.is_empty() {
         return Err(Error::NotFound { kind: "permission", ids: missing });
