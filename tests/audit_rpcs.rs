@@ -14,6 +14,7 @@ backend_tests!(
     list_changes_pages_with_after_revision,
     failed_writes_append_nothing,
     list_changes_rejects_bad_arguments,
+    bulk_revocations_record_each_grant_they_remove,
 );
 
 const REQUEST_ID: &str = "x-request-id";
@@ -501,4 +502,150 @@ async fn list_changes_rejects_bad_arguments(server: TestServer) {
     let changes = all_changes(&server, "globex").await;
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].request_id, minted);
+}
+
+/// (user, permission, resource type, resource id) of each event, sorted.
+fn grant_events(changes: &[pb::Change]) -> Vec<(String, String, String, String)> {
+    let mut events: Vec<_> = changes
+        .iter()
+        .map(|c| {
+            assert_eq!(kind(c), Kind::GrantRemoved, "{c:?}");
+            let (kind, id) = res(c).expect("a grant event names its resource");
+            (c.user_id.clone(), c.permission_id.clone(), kind.to_owned(), id.to_owned())
+        })
+        .collect();
+    events.sort();
+    events
+}
+
+async fn changes_after(server: &TestServer, revision: u64) -> Vec<pb::Change> {
+    server
+        .audit()
+        .list_changes(pb::ListChangesRequest {
+            after_revision: revision,
+            organization_id: String::new(),
+            page_size: 1000,
+        })
+        .await
+        .expect("list changes")
+        .into_inner()
+        .changes
+}
+
+/// RemoveResourcePermissions, DeletePermission, RemoveUserFromOrganization and
+/// DeleteOrganization revoke in bulk: each removed grant gets its own event, at
+/// consecutive revisions ending at the one the call answers, with the call's request id.
+async fn bulk_revocations_record_each_grant_they_remove(server: TestServer) {
+    create_org(&server, "acme").await;
+    let (p1, p2) = (create_permission(&server, "p.one").await, create_permission(&server, "p.two").await);
+    for user in ["alice", "bob", "carol"] {
+        add_member(&server, "acme", user).await;
+    }
+    let mut grants = server.grants();
+    for (user, permissions, on) in [
+        ("alice", vec![p1.clone(), p2.clone()], "f1"),
+        ("bob", vec![p1.clone()], "f1"),
+        ("alice", vec![p1.clone()], "f2"),
+        ("carol", vec![p2.clone()], "f3"),
+        ("bob", vec![p2.clone()], "f3"),
+    ] {
+        grants
+            .add_user_permissions(pb::AddUserPermissionsRequest {
+                organization_id: "acme".into(),
+                user_id: user.into(),
+                permission_ids: permissions,
+                resource: resource("folder", on),
+                ..Default::default()
+            })
+            .await
+            .expect("grant");
+    }
+    let owned = |user: &str, permission: &str, on: &str| {
+        (user.to_owned(), permission.to_owned(), "folder".to_owned(), on.to_owned())
+    };
+    let on =
+        |id: &str| pb::OrganizationResource { r#type: "folder".into(), id: id.into(), organization_id: "acme".into() };
+
+    // Everybody's grants on f1, and on f9 where there are none.
+    let start = server.latest_revision().await;
+    let removed = echoed(
+        "req-f1",
+        grants
+            .remove_resource_permissions(with_id(
+                "req-f1",
+                pb::RemoveResourcePermissionsRequest {
+                    user_id: String::new(),
+                    resources: vec![on("f9"), on("f1")],
+                    all_users: true,
+                },
+            ))
+            .await
+            .expect("remove f1"),
+    );
+    let counts: Vec<u64> = removed.results.iter().map(|r| r.removed_count).collect();
+    assert_eq!(counts, vec![0, 3]);
+    assert_eq!(removed.revision, start + 3);
+    let changes = changes_after(&server, start).await;
+    let mut expected = vec![owned("alice", &p1, "f1"), owned("alice", &p2, "f1"), owned("bob", &p1, "f1")];
+    expected.sort();
+    assert_eq!(grant_events(&changes), expected);
+    let revisions: Vec<u64> = changes.iter().map(|c| c.revision).collect();
+    assert_eq!(revisions, vec![start + 1, start + 2, start + 3]);
+    assert!(changes.iter().all(|c| c.request_id == "req-f1" && c.organization_id == "acme"), "{changes:?}");
+
+    let nothing = grants
+        .remove_resource_permissions(pb::RemoveResourcePermissionsRequest {
+            user_id: String::new(),
+            resources: vec![on("f1")],
+            all_users: true,
+        })
+        .await
+        .expect("remove nothing")
+        .into_inner();
+    assert_eq!(nothing.results[0].removed_count, 0);
+    assert_eq!(nothing.revision, removed.revision, "nothing changed, so the current revision");
+
+    // A permission still granted, deleted with force: its grant, then the permission.
+    let start = server.latest_revision().await;
+    let deleted = server
+        .directory()
+        .delete_permission(pb::DeletePermissionRequest { id: p1.clone(), force: true, allow_missing: false })
+        .await
+        .expect("delete permission")
+        .into_inner();
+    assert_eq!((deleted.revoked_grant_count, deleted.revision), (1, start + 2));
+    let changes = changes_after(&server, start).await;
+    assert_eq!(grant_events(&changes[..1]), vec![owned("alice", &p1, "f2")]);
+    assert_eq!((kind(&changes[1]), changes[1].permission_id.as_str()), (Kind::PermissionDeleted, p1.as_str()));
+
+    // A member: their grants, then the membership.
+    let start = server.latest_revision().await;
+    let left = grants
+        .remove_user_from_organization(pb::RemoveUserFromOrganizationRequest {
+            organization_id: "acme".into(),
+            user_id: "carol".into(),
+            allow_missing: false,
+        })
+        .await
+        .expect("remove carol")
+        .into_inner();
+    assert_eq!((left.removed_grant_count, left.revision), (1, start + 2));
+    let changes = changes_after(&server, start).await;
+    assert_eq!(grant_events(&changes[..1]), vec![owned("carol", &p2, "f3")]);
+    assert_eq!((kind(&changes[1]), changes[1].user_id.as_str()), (Kind::MemberRemoved, "carol"));
+
+    // The organization: the last grant, both members, then the organization.
+    let start = server.latest_revision().await;
+    let gone = server
+        .directory()
+        .delete_organization(pb::DeleteOrganizationRequest { id: "acme".into(), allow_missing: false })
+        .await
+        .expect("delete organization")
+        .into_inner();
+    assert_eq!((gone.removed_grant_count, gone.removed_member_count, gone.revision), (1, 2, start + 4));
+    let changes = changes_after(&server, start).await;
+    assert_eq!(grant_events(&changes[..1]), vec![owned("bob", &p2, "f3")]);
+    let rest: Vec<Kind> = changes[1..].iter().map(kind).collect();
+    assert_eq!(rest, vec![Kind::MemberRemoved, Kind::MemberRemoved, Kind::OrganizationDeleted]);
+    assert_eq!(server.count_rows("grants").await, 0);
 }

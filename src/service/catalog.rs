@@ -86,14 +86,12 @@ impl Directory {
                         message: format!("permission {id} is still granted; revoke it first or delete with force"),
                     });
                 }
-                let revoked = storage::grants::delete(tx, &selection).await?;
+                let now = domain::now();
+                let revoked = storage::revocations::revoke(tx, &actor, now, &selection).await?;
                 storage::permissions::delete(tx, id).await?;
-                let revoked_grant_count = revoked.len() as u64;
-                let mut events: Vec<NewChange> =
-                    revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
-                events.push(NewChange::permission(ChangeKind::PermissionDeleted, id));
-                let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
-                Ok(PermissionDeletion { revoked_grant_count, revision })
+                let deleted = vec![NewChange::permission(ChangeKind::PermissionDeleted, id)];
+                let revision = storage::changes::append(tx, &actor, now, deleted).await?;
+                Ok(PermissionDeletion { revoked_grant_count: revoked.count, revision })
             })
         })
         .await

@@ -97,17 +97,18 @@ impl Directory {
                 }
                 storage::memberships::lock_all(tx, id.as_str()).await?;
                 let selection = Selection::Organization { organization_id: id.to_string() };
-                let revoked = storage::grants::delete(tx, &selection).await?;
+                let now = domain::now();
+                let revoked = storage::revocations::revoke(tx, &actor, now, &selection).await?;
                 let members = storage::memberships::delete_all(tx, id.as_str()).await?;
                 storage::organizations::delete(tx, id.as_str()).await?;
 
-                let (removed_grant_count, removed_member_count) = (revoked.len() as u64, members.len() as u64);
-                let mut events: Vec<NewChange> =
-                    revoked.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect();
-                events
-                    .extend(members.iter().map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user)));
+                let (removed_grant_count, removed_member_count) = (revoked.count, members.len() as u64);
+                let mut events: Vec<NewChange> = members
+                    .iter()
+                    .map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user))
+                    .collect();
                 events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
-                let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
+                let revision = storage::changes::append(tx, &actor, now, events).await?;
                 Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
             })
         })

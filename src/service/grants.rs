@@ -189,21 +189,21 @@ impl Grants {
                         .map(|(org, res)| (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string()))
                         .collect(),
                 };
-                let deleted = storage::grants::delete(tx, &selection).await?;
-                let mut counts: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
-                for key in &deleted {
-                    *counts.entry((&key.organization_id, &key.resource_type, &key.resource_id)).or_default() += 1;
-                }
+                let revoked = storage::revocations::revoke(tx, &actor, domain::now(), &selection).await?;
+                let counts: BTreeMap<(String, String, String), u64> = storage::revocations::per_resource(tx, revoked)
+                    .await?
+                    .into_iter()
+                    .map(|(org, kind, id, n)| ((org, kind, id), n))
+                    .collect();
                 let removed = cmd
                     .resources
                     .iter()
                     .map(|(org, res)| {
-                        let n = counts.get(&(org.as_str(), res.kind.as_str(), res.id.as_str())).copied().unwrap_or(0);
-                        ((org.clone(), res.clone()), n)
+                        let key = (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string());
+                        ((org.clone(), res.clone()), counts.get(&key).copied().unwrap_or(0))
                     })
                     .collect();
-                let revision = storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
-                Ok(ResourceRemovals { removed, revision })
+                Ok(ResourceRemovals { removed, revision: revoked.revision })
             })
         })
         .await
@@ -232,13 +232,12 @@ impl Grants {
                 }
                 let selection =
                     Selection::UserInOrganization { organization_id: org.to_owned(), user_id: user.to_owned() };
-                let deleted = storage::grants::delete(tx, &selection).await?;
+                let now = domain::now();
+                let revoked = storage::revocations::revoke(tx, &actor, now, &selection).await?;
                 storage::memberships::delete(tx, org, user).await?;
-                let removed_grant_count = deleted.len() as u64;
-                let mut events = revocation_events(deleted);
-                events.push(NewChange::member(ChangeKind::MemberRemoved, org, user));
-                let revision = storage::changes::append(tx, &actor, domain::now(), events).await?;
-                Ok(RemovedFromOrganization { removed_grant_count, revision })
+                let member_removed = vec![NewChange::member(ChangeKind::MemberRemoved, org, user)];
+                let revision = storage::changes::append(tx, &actor, now, member_removed).await?;
+                Ok(RemovedFromOrganization { removed_grant_count: revoked.count, revision })
             })
         })
         .await

@@ -162,6 +162,22 @@ pub const SQLITE_APPEND: &str = "INSERT INTO changes \
       unhex(listed.value ->> 3), listed.value ->> 4, listed.value ->> 5 \
     FROM json_each(?5) AS listed";
 
+/// Adds `count` to the revision counter, locking its row until commit; answers the new
+/// value, the revision of the last of the `count` events.
+pub(super) async fn bump(conn: &impl ConnectionTrait, count: i64) -> Result<Revision> {
+    let bump = Query::update()
+        .table(revision_counter::Entity)
+        .value(revision_counter::Column::Value, Expr::col(revision_counter::Column::Value).add(count))
+        .and_where(revision_counter::Column::Id.eq(1))
+        .returning_col(revision_counter::Column::Value)
+        .to_owned();
+    Ok(conn
+        .query_one(conn.get_database_backend().build(&bump))
+        .await?
+        .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?
+        .try_get("", "value")?)
+}
+
 /// SQLite: bump the counter, then insert every event in one statement, [`SQLITE_APPEND`].
 async fn append_in_two_statements(
     conn: &impl ConnectionTrait,
@@ -170,18 +186,7 @@ async fn append_in_two_statements(
     events: &[NewChange],
     count: i64,
 ) -> Result<Revision> {
-    let bump = Query::update()
-        .table(revision_counter::Entity)
-        .value(revision_counter::Column::Value, Expr::col(revision_counter::Column::Value).add(count))
-        .and_where(revision_counter::Column::Id.eq(1))
-        .returning_col(revision_counter::Column::Value)
-        .to_owned();
-    let last: Revision = conn
-        .query_one(conn.get_database_backend().build(&bump))
-        .await?
-        .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?
-        .try_get("", "value")?;
-
+    let last = bump(conn, count).await?;
     let listed: Vec<_> = events
         .iter()
         .map(|event| {

@@ -58,7 +58,7 @@ pub enum Selection {
 }
 
 impl Selection {
-    fn condition(&self, backend: DatabaseBackend) -> Result<Condition> {
+    pub(super) fn condition(&self, backend: DatabaseBackend) -> Result<Condition> {
         Ok(match self {
             Selection::UserInOrganization { organization_id, user_id } => Condition::all()
                 .add(grant::Column::OrganizationId.eq(organization_id.as_str()))

@@ -15,6 +15,7 @@ pub mod memberships;
 pub mod organizations;
 pub mod permissions;
 mod reads;
+pub mod revocations;
 pub mod tx;
 
 pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up};
