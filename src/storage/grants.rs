@@ -196,9 +196,16 @@ pub struct GrantKey {
 /// Deletes every grant of the selection in one statement and answers exactly the rows it
 /// deleted, so the change log records what happened even when others write alongside.
 pub async fn delete(conn: &impl ConnectionTrait, selection: &Selection) -> Result<Vec<GrantKey>> {
+    let backend = conn.get_database_backend();
+    let keys = GrantKey::find_by_statement(delete_returning_keys(backend, selection)?).all(conn).await?;
+    Ok(keys)
+}
+
+/// `DELETE ... RETURNING` the [`GrantKey`] columns of every grant of the selection.
+pub(super) fn delete_returning_keys(backend: DatabaseBackend, selection: &Selection) -> Result<Statement> {
     let delete = Query::delete()
         .from_table(grant::Entity)
-        .cond_where(selection.condition(conn.get_database_backend())?)
+        .cond_where(selection.condition(backend)?)
         .returning(Query::returning().columns([
             grant::Column::OrganizationId,
             grant::Column::UserId,
@@ -207,8 +214,7 @@ pub async fn delete(conn: &impl ConnectionTrait, selection: &Selection) -> Resul
             grant::Column::PermissionId,
         ]))
         .to_owned();
-    let keys = GrantKey::find_by_statement(conn.get_database_backend().build(&delete)).all(conn).await?;
-    Ok(keys)
+    Ok(backend.build(&delete))
 }
 
 #[derive(Debug, FromQueryResult)]

@@ -12,7 +12,7 @@ use sea_orm::{
 use super::{
     changes,
     entities::{change, grant},
-    grants::Selection,
+    grants::{self, Selection},
 };
 use crate::domain::{Actor, Error, Result, Revision, model::ChangeKind};
 
@@ -62,18 +62,7 @@ async fn revoke_in_one_statement(
     selection: &Selection,
 ) -> Result<Revoked> {
     let backend = DatabaseBackend::Postgres;
-    let delete = Query::delete()
-        .from_table(grant::Entity)
-        .cond_where(selection.condition(backend)?)
-        .returning(Query::returning().columns([
-            grant::Column::OrganizationId,
-            grant::Column::UserId,
-            grant::Column::ResourceType,
-            grant::Column::ResourceId,
-            grant::Column::PermissionId,
-        ]))
-        .to_owned();
-    let delete = backend.build(&delete);
+    let delete = grants::delete_returning_keys(backend, selection)?;
     let mut values = delete.values.map(|values| values.0).unwrap_or_default();
     let first = values.len() + 1;
     let [kind, actor_at, request_at, at_at] = [first, first + 1, first + 2, first + 3];
