@@ -45,7 +45,7 @@ pub async fn revoke(
     }
 }
 
-/// The event columns after the revision, in the order [`event_values`] gives them.
+/// The event columns after the revision: the four [`event_values`] binds, then the grant's five.
 const EVENT_COLUMNS: &str =
     "kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id";
 
