@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     entities::{grant, permission},
-    json_array,
+    json_ids,
 };
 use crate::domain::{Result, model::Grant};
 
@@ -96,10 +96,7 @@ impl Selection {
 fn permission_id_listed(backend: DatabaseBackend, ids: &[Uuid]) -> Result<SimpleExpr> {
     Ok(match backend {
         DatabaseBackend::Postgres => Expr::cust_with_values("permission_id = ANY($1::uuid[])", [ids.to_vec()]),
-        _ => {
-            let ids: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
-            Expr::cust_with_values("permission_id IN (SELECT unhex(value) FROM json_each(?))", [json_array(&ids)?])
-        }
+        _ => Expr::cust_with_values("permission_id IN (SELECT unhex(value) FROM json_each(?))", [json_ids(ids)?]),
     })
 }
 
@@ -147,22 +144,19 @@ pub async fn insert(
                 permission_ids.to_vec().into(),
             ],
         ),
-        _ => {
-            let ids: Vec<String> = permission_ids.iter().map(|id| id.simple().to_string()).collect();
-            Statement::from_sql_and_values(
-                backend,
-                SQLITE_INSERT,
-                [
-                    target.organization_id.into(),
-                    target.user_id.into(),
-                    target.resource_type.into(),
-                    target.resource_id.into(),
-                    granted_at.into(),
-                    granted_by.into(),
-                    json_array(&ids)?.into(),
-                ],
-            )
-        }
+        _ => Statement::from_sql_and_values(
+            backend,
+            SQLITE_INSERT,
+            [
+                target.organization_id.into(),
+                target.user_id.into(),
+                target.resource_type.into(),
+                target.resource_id.into(),
+                granted_at.into(),
+                granted_by.into(),
+                json_ids(permission_ids)?.into(),
+            ],
+        ),
     };
     let rows = conn.query_all(statement).await?;
     let inserted =

@@ -28,3 +28,9 @@ pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 fn json_array<T: serde::Serialize>(items: &[T]) -> crate::domain::Result<String> {
     serde_json::to_string(items).map_err(|err| crate::domain::Error::Internal(format!("encoding a list: {err}")))
 }
+
+/// Ids as one SQLite JSON array of 32-hex-digit strings, which `unhex` turns back into
+/// the 16-byte blobs sea-orm stores.
+fn json_ids(ids: &[uuid::Uuid]) -> crate::domain::Result<String> {
+    json_array(&ids.iter().map(|id| id.simple().to_string()).collect::<Vec<_>>())
+}

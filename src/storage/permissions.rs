@@ -6,7 +6,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Lock, entities::permission, json_array, lock};
+use super::{Lock, entities::permission, json_array, json_ids, lock};
 use crate::domain::{Result, model::Permission};
 
 fn to_domain(row: permission::Model) -> Permission {
@@ -38,12 +38,7 @@ pub async fn resolve(conn: &impl ConnectionTrait, ids: &[Uuid], names: &[&str]) 
             [ids.to_vec().into(), names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>().into()],
         ),
         _ => {
-            let ids: Vec<String> = ids.iter().map(|id| id.simple().to_string()).collect();
-            Statement::from_sql_and_values(
-                backend,
-                SQLITE_RESOLVE,
-                [json_array(&ids)?.into(), json_array(names)?.into()],
-            )
+            Statement::from_sql_and_values(backend, SQLITE_RESOLVE, [json_ids(ids)?.into(), json_array(names)?.into()])
         }
     };
     let rows = permission::Entity::find().from_raw_sql(statement).all(conn).await?;
