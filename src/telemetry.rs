@@ -3,6 +3,8 @@
 //! Export starts only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
 //! OpenTelemetry variables configure the rest: `OTEL_SERVICE_NAME`, headers, timeouts).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
@@ -29,7 +31,8 @@ impl Drop for Telemetry {
 pub fn init(format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let lines: BoxedLayer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colour codes only where someone reads them: a log file or journald gets plain text.
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
     };
     #[cfg(feature = "otlp")]

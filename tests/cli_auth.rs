@@ -7,7 +7,7 @@ mod common;
 use std::{
     fs::File,
     io::Read,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::SocketAddr,
     path::Path,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -56,10 +56,9 @@ fn insecure_no_auth_refuses_a_non_loopback_address() {
 #[test]
 fn serve_generates_a_private_secret_and_grantd_token_mints_tokens_it_accepts() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let addr = free_address();
     let log = dir.path().join("serve.log");
-    let server = spawn_logged(grantd(dir.path()).args(["serve", "--listen", &addr.to_string()]), &log);
-    wait_until_listening(addr, &server, &log);
+    let mut server = spawn_logged(grantd(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]), &log);
+    let addr = serving_address(&mut server, &log);
 
     let secret = dir.path().join("grantd.db.jwt-secret");
     assert!(secret.is_file(), "grantd serve creates {}", secret.display());
@@ -121,8 +120,8 @@ fn serve_generates_a_private_secret_and_grantd_token_mints_tokens_it_accepts() {
 
     // A restart keeps the secret, so tokens minted before it stay valid.
     let log = dir.path().join("serve-again.log");
-    let server = spawn_logged(grantd(dir.path()).args(["serve", "--listen", &addr.to_string()]), &log);
-    wait_until_listening(addr, &server, &log);
+    let mut server = spawn_logged(grantd(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]), &log);
+    let addr = serving_address(&mut server, &log);
     assert_eq!(std::fs::read_to_string(&secret).expect("read secret"), secret_text, "the secret is kept");
     runtime.block_on(async {
         let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
@@ -264,22 +263,25 @@ fn spawn_logged(command: &mut Command, log: &Path) -> KillOnDrop {
     KillOnDrop(child)
 }
 
-fn wait_until_listening(addr: SocketAddr, server: &KillOnDrop, log: &Path) {
+/// The address grantd logs once it serves. grantd binds port 0 itself: a port picked by
+/// the test and released before grantd binds it can be taken meanwhile, and a connect
+/// to a free local port can even connect to itself.
+fn serving_address(server: &mut KillOnDrop, log: &Path) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "grantd (pid {}) is not listening on {addr}: {}",
-            server.0.id(),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let address = text
+            .lines()
+            .find_map(|line| line.split_once(" serving address=")?.1.split_whitespace().next()?.parse().ok());
+        if let Some(address) = address {
+            return address;
+        }
+        if let Some(status) = server.0.try_wait().expect("try_wait") {
+            panic!("grantd exited ({status}) before serving: {text}");
+        }
+        assert!(Instant::now() < deadline, "grantd (pid {}) is not serving after 60 s: {text}", server.0.id());
+        std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr")
 }
 
 /// `grantd token` in `dir`: the printed token.
