@@ -15,6 +15,7 @@ backend_tests!(
     failed_writes_append_nothing,
     list_changes_rejects_bad_arguments,
     bulk_revocations_record_each_grant_they_remove,
+    concurrent_adds_each_get_their_own_answer_and_events,
 );
 
 const REQUEST_ID: &str = "x-request-id";
@@ -648,4 +649,109 @@ async fn bulk_revocations_record_each_grant_they_remove(server: TestServer) {
     let rest: Vec<Kind> = changes[1..].iter().map(kind).collect();
     assert_eq!(rest, vec![Kind::MemberRemoved, Kind::MemberRemoved, Kind::OrganizationDeleted]);
     assert_eq!(server.count_rows("grants").await, 0);
+}
+
+/// Adds that arrive together may be written together (on SQLite, in one transaction):
+/// each caller must still get its own answer, and the trail its own events, as if each
+/// add had run alone in some order.
+async fn concurrent_adds_each_get_their_own_answer_and_events(server: TestServer) {
+    create_org(&server, "acme").await;
+    let read = create_permission(&server, "documents:read").await;
+    let write = create_permission(&server, "documents:write").await;
+    const USERS: usize = 40;
+    for user in 0..USERS {
+        add_member(&server, "acme", &format!("user-{user}")).await;
+    }
+    let start = server.latest_revision().await;
+
+    let add = |organization: &str, user: &str, names: &[&str], on: &str| pb::AddUserPermissionsRequest {
+        organization_id: organization.into(),
+        user_id: user.into(),
+        permission_names: names.iter().map(|name| (*name).to_owned()).collect(),
+        resource: resource("folder", on),
+        ..Default::default()
+    };
+    let both = ["documents:read", "documents:write"];
+    let mut requests: Vec<(String, pb::AddUserPermissionsRequest)> = (0..USERS)
+        .map(|user| (format!("req-user-{user}"), add("acme", &format!("user-{user}"), &both, &format!("f{user}"))))
+        .collect();
+    // Three adds of overlapping grants: each grant goes in once, whoever comes first.
+    requests.push(("req-shared-a".into(), add("acme", "user-0", &["documents:read"], "shared")));
+    requests.push(("req-shared-b".into(), add("acme", "user-0", &["documents:read"], "shared")));
+    requests.push(("req-shared-c".into(), add("acme", "user-0", &both, "shared")));
+    // Adds that fail their checks, among adds that succeed.
+    requests.push(("req-stranger".into(), add("acme", "stranger", &both, "f1")));
+    requests.push(("req-unknown".into(), add("acme", "user-1", &["documents:read", "documents:nope"], "nope")));
+    requests.push(("req-initech".into(), add("initech", "user-1", &both, "f1")));
+
+    let calls = requests.iter().map(|(id, request)| {
+        let mut grants = server.grants();
+        let request = with_id(id, request.clone());
+        async move { grants.add_user_permissions(request).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+
+    let changes = changes_after(&server, start).await;
+    let revisions: Vec<u64> = changes.iter().map(|c| c.revision).collect();
+    let added_total: usize = answers.iter().flatten().map(|a| a.get_ref().added.len()).sum();
+    assert_eq!(revisions, (start + 1..=start + added_total as u64).collect::<Vec<_>>(), "one event per added grant");
+    let mut shared_added = Vec::new();
+    for ((id, request), answer) in requests.iter().zip(answers) {
+        let events: Vec<&pb::Change> = changes.iter().filter(|c| &c.request_id == id).collect();
+        let answer = match (id.as_str(), answer) {
+            ("req-stranger", Err(status)) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(events.is_empty(), "{id}: {events:?}");
+                continue;
+            }
+            ("req-unknown" | "req-initech", Err(status)) => {
+                assert_eq!(status.code(), Code::NotFound, "{status:?}");
+                assert!(events.is_empty(), "{id}: {events:?}");
+                continue;
+            }
+            (_, answer) => echoed(id, answer.unwrap_or_else(|status| panic!("{id}: {status:?}"))),
+        };
+        let mut answered: Vec<String> = answer.added.iter().chain(&answer.already_held).cloned().collect();
+        answered.sort();
+        let mut asked: Vec<String> = request
+            .permission_names
+            .iter()
+            .map(|name| if name == "documents:read" { &read } else { &write })
+            .cloned()
+            .collect();
+        asked.sort();
+        assert_eq!(answered, asked, "{id}: every permission asked is added or already held");
+        if id.starts_with("req-shared") {
+            shared_added.extend(answer.added.iter().cloned());
+        } else {
+            assert!(answer.already_held.is_empty(), "{id}: {answer:?}");
+        }
+
+        let mut recorded: Vec<String> = events.iter().map(|c| c.permission_id.clone()).collect();
+        recorded.sort();
+        let mut added = answer.added.clone();
+        added.sort();
+        assert_eq!(recorded, added, "{id}: one event per grant it added, with its request id");
+        let on = request.resource.as_ref().map(|r| ("folder", r.id.as_str()));
+        for event in &events {
+            assert_eq!(kind(event), Kind::GrantAdded);
+            assert_eq!((event.user_id.as_str(), res(event)), (request.user_id.as_str(), on), "{id}");
+        }
+        if let Some(last) = events.iter().map(|c| c.revision).max() {
+            assert_eq!(answer.revision, last, "{id} answers the revision of its last event");
+        }
+        // What it found already held was added by another, at a revision it answers too.
+        for held in &answer.already_held {
+            let adding = changes
+                .iter()
+                .find(|c| &c.permission_id == held && c.user_id == request.user_id && res(c) == on)
+                .unwrap_or_else(|| panic!("{id}: no event added {held}"));
+            assert!(answer.revision >= adding.revision, "{id} answers {} before {adding:?}", answer.revision);
+        }
+    }
+    shared_added.sort();
+    let mut once = vec![read.clone(), write.clone()];
+    once.sort();
+    assert_eq!(shared_added, once, "each shared grant was added by exactly one of the adds that asked for it");
+    assert_eq!(server.count_rows("grants").await, (USERS * 2 + 2) as i64, "the failed adds wrote nothing");
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{
     ListPage,
     access::{self, Need},
+    add_groups::AddGroups,
     check_queue::CheckQueue,
     resolve, write,
 };
@@ -65,14 +66,46 @@ pub struct CheckOutcome {
 pub struct Grants {
     db: DatabaseConnection,
     checks: CheckQueue,
+    /// SQLite only: administrators' adds, written in groups.
+    add_groups: Option<AddGroups>,
 }
 
-fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
+pub(super) fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
     Target {
         organization_id: cmd.organization_id.as_str(),
         user_id: cmd.user_id.as_str(),
         resource_type: cmd.resource.kind.as_str(),
         resource_id: cmd.resource.id.as_str(),
+    }
+}
+
+/// One event per permission added on `target`.
+pub(super) fn added_events(target: Target<'_>, added: &[Uuid]) -> Vec<NewChange> {
+    added
+        .iter()
+        .map(|permission_id| {
+            NewChange::grant(
+                ChangeKind::GrantAdded,
+                GrantKey {
+                    organization_id: target.organization_id.to_owned(),
+                    user_id: target.user_id.to_owned(),
+                    resource_type: target.resource_type.to_owned(),
+                    resource_id: target.resource_id.to_owned(),
+                    permission_id: *permission_id,
+                },
+            )
+        })
+        .collect()
+}
+
+pub(super) fn not_a_member(cmd: &ChangeUserPermissions) -> Error {
+    Error::FailedPrecondition {
+        reason: "NOT_A_MEMBER",
+        subject: format!("organizations/{}/members/{}", cmd.organization_id, cmd.user_id),
+        message: format!(
+            "user {} is not a member of organization {}; add them with AddUserToOrganization first",
+            cmd.user_id, cmd.organization_id
+        ),
     }
 }
 
@@ -83,27 +116,27 @@ fn revocation_events(keys: Vec<GrantKey>) -> Vec<NewChange> {
 impl Grants {
     pub fn new(db: DatabaseConnection) -> Result<Self> {
         let reads = ReadConnections::new(&db)?;
-        Ok(Self { db, checks: CheckQueue::new(reads) })
+        let add_groups = storage::is_sqlite(&db).then(|| AddGroups::new(db.clone()));
+        Ok(Self { db, checks: CheckQueue::new(reads), add_groups })
     }
 
     /// Grants every listed permission to a member. The membership row is locked first, so
     /// this serializes with RemoveUserFromOrganization and with other writes of this
-    /// user's grants in the organization.
+    /// user's grants in the organization. On SQLite an administrator's add is written
+    /// with others that arrive together (see [`AddGroups`]).
     pub async fn add_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
+        if let Some(groups) = &self.add_groups
+            && actor.admin
+        {
+            return groups.add(actor, cmd).await;
+        }
         write(&self.db, actor, cmd, move |tx, actor, cmd| {
             Box::pin(async move {
                 access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
                 let target = target(&cmd);
                 if !storage::memberships::lock(tx, target.organization_id, target.user_id, Lock::Update).await? {
                     resolve::organization(tx, &cmd.organization_id).await?;
-                    return Err(Error::FailedPrecondition {
-                        reason: "NOT_A_MEMBER",
-                        subject: format!("organizations/{}/members/{}", cmd.organization_id, cmd.user_id),
-                        message: format!(
-                            "user {} is not a member of organization {}; add them with AddUserToOrganization first",
-                            cmd.user_id, cmd.organization_id
-                        ),
-                    });
+                    return Err(not_a_member(&cmd));
                 }
                 let permissions = resolve::permissions(tx, &cmd.permissions).await?;
                 access::require_holds(tx, &actor, &cmd.organization_id, &cmd.resource, &permissions).await?;
@@ -112,21 +145,7 @@ impl Grants {
                 let added = storage::grants::insert(tx, target, &wanted, now, &actor.subject).await?;
                 let newly: HashSet<Uuid> = added.iter().copied().collect();
                 let already_held: Vec<Uuid> = wanted.into_iter().filter(|id| !newly.contains(id)).collect();
-                let events = added
-                    .iter()
-                    .map(|permission_id| {
-                        NewChange::grant(
-                            ChangeKind::GrantAdded,
-                            GrantKey {
-                                organization_id: target.organization_id.to_owned(),
-                                user_id: target.user_id.to_owned(),
-                                resource_type: target.resource_type.to_owned(),
-                                resource_id: target.resource_id.to_owned(),
-                                permission_id: *permission_id,
-                            },
-                        )
-                    })
-                    .collect();
+                let events = added_events(target, &added);
                 let revision = storage::changes::append(tx, &actor, now, events).await?;
                 Ok(AddOutcome { added, already_held, revision })
             })

@@ -2,6 +2,7 @@
 //! through `storage::tx::write`, which also appends the change events) or one read.
 
 mod access;
+mod add_groups;
 mod audit;
 mod catalog;
 mod check_queue;

@@ -17,14 +17,19 @@ use crate::{
 pub async fn permissions(conn: &impl ConnectionTrait, refs: &PermissionRefs) -> Result<Vec<Permission>> {
     let names: Vec<&str> = refs.names.iter().map(|n| n.as_str()).collect();
     let found = storage::permissions::resolve(conn, &refs.ids, &names).await?;
+    named_in(&found, refs)
+}
+
+/// The permissions of `found` that `refs` names, as [`permissions`] answers them.
+pub fn named_in(found: &[Permission], refs: &PermissionRefs) -> Result<Vec<Permission>> {
     // Looked up by key, not by scanning: a batch of 1,000 would otherwise compare a
     // million pairs.
     let by_id: HashMap<Uuid, &Permission> = found.iter().map(|p| (p.id, p)).collect();
     let by_name: HashMap<&str, &Permission> = found.iter().map(|p| (p.name.as_str(), p)).collect();
 
     let mut missing = Vec::new();
-    let mut taken = HashSet::with_capacity(found.len());
-    let mut ordered: Vec<Permission> = Vec::with_capacity(found.len());
+    let mut taken = HashSet::with_capacity(refs.ids.len() + refs.names.len());
+    let mut ordered: Vec<Permission> = Vec::with_capacity(refs.ids.len() + refs.names.len());
     let mut push = |permission: Option<&&Permission>, label: String| match permission {
         Some(p) if taken.insert(p.id) => ordered.push((*p).clone()),
         Some(_) => {}
@@ -33,8 +38,8 @@ pub async fn permissions(conn: &impl ConnectionTrait, refs: &PermissionRefs) -> 
     for id in &refs.ids {
         push(by_id.get(id), id.to_string());
     }
-    for name in &names {
-        push(by_name.get(name), (*name).to_owned());
+    for name in &refs.names {
+        push(by_name.get(name.as_str()), name.as_str().to_owned());
     }
     if !missing.is_empty() {
         return Err(Error::NotFound { kind: "permission", ids: missing });

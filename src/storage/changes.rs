@@ -153,14 +153,18 @@ async fn append_in_one_statement(
         .map_err(Error::from)
 }
 
-/// The events of [`append`] on SQLite: the first event's revision, actor, request id,
-/// time, then the events as one JSON array of
-/// `[kind, organization, user, permission (32 hex digits), resource type, resource id]`.
-pub const SQLITE_APPEND: &str = "INSERT INTO changes \
+/// The events of [`append`] and [`append_sqlite`] on SQLite: the first event's revision,
+/// the time, then a JSON array of `[actor, request id, how many events come before, [events]]`,
+/// each event `[kind, organization, user, permission (32 hex digits), resource type,
+/// resource id]`. MATERIALIZED, as in `grants::SQLITE_INSERT`: an author's fields are
+/// read from its JSON once, not once per event.
+pub const SQLITE_APPEND: &str = "WITH author AS MATERIALIZED (SELECT value ->> 0 AS actor, value ->> 1 AS request_id, \
+      value ->> 2 AS events_before, value -> 3 AS listed FROM json_each(?3)) \
+    INSERT INTO changes \
     (revision, kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id) \
-    SELECT ?1 + listed.key, listed.value ->> 0, ?2, ?3, ?4, listed.value ->> 1, listed.value ->> 2, \
-      unhex(listed.value ->> 3), listed.value ->> 4, listed.value ->> 5 \
-    FROM json_each(?5) AS listed";
+    SELECT ?1 + author.events_before + listed.key, listed.value ->> 0, author.actor, author.request_id, ?2, \
+      listed.value ->> 1, listed.value ->> 2, unhex(listed.value ->> 3), listed.value ->> 4, listed.value ->> 5 \
+    FROM author, json_each(author.listed) AS listed";
 
 /// Adds `count` to the revision counter, locking its row until commit; answers the new
 /// value, the revision of the last of the `count` events.
@@ -187,33 +191,72 @@ async fn append_in_two_statements(
     count: i64,
 ) -> Result<Revision> {
     let last = bump(conn, count).await?;
-    let listed: Vec<_> = events
+    insert_sqlite(conn, last - count + 1, at, &[Authored { actor, events }]).await?;
+    Ok(last)
+}
+
+/// One caller's events, for [`append_sqlite`].
+#[derive(Debug, Clone, Copy)]
+pub struct Authored<'a> {
+    pub actor: &'a Actor,
+    pub events: &'a [NewChange],
+}
+
+/// SQLite: appends the events of several callers at consecutive new revisions, in order,
+/// each event recording its own caller and request id; answers the revision the counter
+/// stood at before them. Two statements however many callers and events.
+pub async fn append_sqlite(
+    conn: &impl ConnectionTrait,
+    at: DateTime<Utc>,
+    authored: &[Authored<'_>],
+) -> Result<Revision> {
+    let total: usize = authored.iter().map(|a| a.events.len()).sum();
+    if total == 0 {
+        return current_revision(conn).await;
+    }
+    let count = i64::try_from(total).map_err(|_| Error::Internal("too many events".into()))?;
+    let last = bump(conn, count).await?;
+    insert_sqlite(conn, last - count + 1, at, authored).await?;
+    Ok(last - count)
+}
+
+async fn insert_sqlite(
+    conn: &impl ConnectionTrait,
+    first: Revision,
+    at: DateTime<Utc>,
+    authored: &[Authored<'_>],
+) -> Result<()> {
+    let mut before = 0usize;
+    let listed: Vec<_> = authored
         .iter()
-        .map(|event| {
-            let (resource_type, resource_id) = event.resource.as_ref().map(|(t, i)| (t, i)).unzip();
-            (
-                event.kind.code(),
-                &event.organization_id,
-                &event.user_id,
-                event.permission_id.map(|id| id.simple().to_string()),
-                resource_type,
-                resource_id,
-            )
+        .map(|author| {
+            let events: Vec<_> = author
+                .events
+                .iter()
+                .map(|event| {
+                    let (resource_type, resource_id) = event.resource.as_ref().map(|(t, i)| (t, i)).unzip();
+                    (
+                        event.kind.code(),
+                        &event.organization_id,
+                        &event.user_id,
+                        event.permission_id.map(|id| id.simple().to_string()),
+                        resource_type,
+                        resource_id,
+                    )
+                })
+                .collect();
+            let entry = (author.actor.subject.as_str(), author.actor.request_id.as_str(), before, events);
+            before += author.events.len();
+            entry
         })
         .collect();
     let insert = Statement::from_sql_and_values(
         DatabaseBackend::Sqlite,
         SQLITE_APPEND,
-        [
-            (last - count + 1).into(),
-            actor.subject.as_str().into(),
-            actor.request_id.as_str().into(),
-            at.into(),
-            json_array(&listed)?.into(),
-        ],
+        [first.into(), at.into(), json_array(&listed)?.into()],
     );
     conn.execute(insert).await?;
-    Ok(last)
+    Ok(())
 }
 
 /// Up to `limit` changes after `after`, in revision order, optionally of one organization.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     entities::{grant, permission},
-    json_ids,
+    json_array, json_ids,
 };
 use crate::domain::{Result, model::Grant};
 
@@ -100,14 +100,30 @@ fn permission_id_listed(backend: DatabaseBackend, ids: &[Uuid]) -> Result<Simple
     })
 }
 
-/// [`insert`] on SQLite: organization, user, resource type and id, granted at, granted
-/// by, then the permission ids as a JSON array of 32-hex-digit strings. `WHERE true`
-/// tells SQLite's parser that ON CONFLICT belongs to the INSERT.
-pub const SQLITE_INSERT: &str = "INSERT INTO grants \
+/// [`insert`] and [`insert_sqlite`] on SQLite: granted at, then a JSON array of
+/// `[organization, user, resource type, resource id, granted by, [permission ids as 32
+/// hex digits]]`, inserted in array order. The MATERIALIZED target reads each target's
+/// fields from its JSON once, not once per permission (a 1,000-permission add took 400 ms
+/// instead of 40 that way). `WHERE true` tells SQLite's parser that ON CONFLICT belongs
+/// to the INSERT.
+pub const SQLITE_INSERT: &str = "WITH target AS MATERIALIZED (SELECT value ->> 0 AS organization_id, \
+      value ->> 1 AS user_id, value ->> 2 AS resource_type, value ->> 3 AS resource_id, value ->> 4 AS granted_by, \
+      value -> 5 AS listed FROM json_each(?2)) \
+    INSERT INTO grants \
     (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
-    SELECT ?1, ?2, ?3, ?4, unhex(listed.value), ?5, ?6 FROM json_each(?7) AS listed WHERE true \
+    SELECT target.organization_id, target.user_id, target.resource_type, target.resource_id, unhex(listed.value), ?1, \
+      target.granted_by \
+    FROM target, json_each(target.listed) AS listed WHERE true \
     ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
-    RETURNING permission_id";
+    RETURNING organization_id, user_id, resource_type, resource_id, permission_id";
+
+/// Permissions to grant on one target, by one granter.
+#[derive(Debug, Clone, Copy)]
+pub struct NewGrants<'a> {
+    pub target: Target<'a>,
+    pub granted_by: &'a str,
+    pub permission_ids: &'a [Uuid],
+}
 
 /// Inserts one grant per permission in one statement, keeping rows that already exist;
 /// answers the permissions it inserted, in `permission_ids` order.
@@ -126,42 +142,59 @@ pub async fn insert(
         return Ok(Vec::new());
     }
     let backend = conn.get_database_backend();
-    let statement = match backend {
-        DatabaseBackend::Postgres => Statement::from_sql_and_values(
-            backend,
-            "INSERT INTO grants \
-             (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
-             SELECT $1, $2, $3, $4, permission_id, $5, $6 FROM UNNEST($7::uuid[]) AS listed(permission_id) \
-             ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
-             RETURNING permission_id",
-            [
-                target.organization_id.into(),
-                target.user_id.into(),
-                target.resource_type.into(),
-                target.resource_id.into(),
-                granted_at.into(),
-                granted_by.into(),
-                permission_ids.to_vec().into(),
-            ],
-        ),
-        _ => Statement::from_sql_and_values(
-            backend,
-            SQLITE_INSERT,
-            [
-                target.organization_id.into(),
-                target.user_id.into(),
-                target.resource_type.into(),
-                target.resource_id.into(),
-                granted_at.into(),
-                granted_by.into(),
-                json_ids(permission_ids)?.into(),
-            ],
-        ),
+    let inserted: HashSet<Uuid> = match backend {
+        DatabaseBackend::Postgres => {
+            let statement = Statement::from_sql_and_values(
+                backend,
+                "INSERT INTO grants \
+                 (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
+                 SELECT $1, $2, $3, $4, permission_id, $5, $6 FROM UNNEST($7::uuid[]) AS listed(permission_id) \
+                 ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
+                 RETURNING permission_id",
+                [
+                    target.organization_id.into(),
+                    target.user_id.into(),
+                    target.resource_type.into(),
+                    target.resource_id.into(),
+                    granted_at.into(),
+                    granted_by.into(),
+                    permission_ids.to_vec().into(),
+                ],
+            );
+            let rows = conn.query_all(statement).await?;
+            rows.iter().map(|row| row.try_get::<Uuid>("", "permission_id")).collect::<Result<_, _>>()?
+        }
+        _ => insert_sqlite(conn, &[NewGrants { target, granted_by, permission_ids }], granted_at)
+            .await?
+            .into_iter()
+            .map(|key| key.permission_id)
+            .collect(),
     };
-    let rows = conn.query_all(statement).await?;
-    let inserted =
-        rows.iter().map(|row| row.try_get::<Uuid>("", "permission_id")).collect::<Result<HashSet<_>, _>>()?;
     Ok(permission_ids.iter().copied().filter(|id| inserted.contains(id)).collect())
+}
+
+/// SQLite: inserts the grants of every batch in one statement ([`SQLITE_INSERT`]), in
+/// order, keeping rows that already exist; answers the keys it inserted. A grant listed
+/// twice is inserted once, by the first batch that lists it.
+pub async fn insert_sqlite(
+    conn: &impl ConnectionTrait,
+    batches: &[NewGrants<'_>],
+    granted_at: DateTime<Utc>,
+) -> Result<Vec<GrantKey>> {
+    let listed: Vec<_> = batches
+        .iter()
+        .map(|batch| {
+            let ids: Vec<String> = batch.permission_ids.iter().map(|id| id.simple().to_string()).collect();
+            let t = batch.target;
+            (t.organization_id, t.user_id, t.resource_type, t.resource_id, batch.granted_by, ids)
+        })
+        .collect();
+    let statement = Statement::from_sql_and_values(
+        DatabaseBackend::Sqlite,
+        SQLITE_INSERT,
+        [granted_at.into(), json_array(&listed)?.into()],
+    );
+    Ok(GrantKey::find_by_statement(statement).all(conn).await?)
 }
 
 /// Whether the selection holds any grant.
@@ -178,7 +211,7 @@ pub async fn any(conn: &impl ConnectionTrait, selection: &Selection) -> Result<b
 }
 
 /// The identity of a grant, as a revocation event records it.
-#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, FromQueryResult)]
 pub struct GrantKey {
     pub organization_id: String,
     pub user_id: String,

@@ -23,6 +23,11 @@ pub use lock::Lock;
 pub use reads::ReadConnections;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
+/// Whether `db` is an embedded SQLite database: one writer at a time.
+pub fn is_sqlite(db: &DatabaseConnection) -> bool {
+    ConnectionTrait::get_database_backend(db) == sea_orm::DatabaseBackend::Sqlite
+}
+
 /// A list as one SQLite parameter, for `json_each`: the statement text stays the same
 /// whatever the list's length, and no list meets SQLite's parameter limit.
 fn json_array<T: serde::Serialize>(items: &[T]) -> crate::domain::Result<String> {

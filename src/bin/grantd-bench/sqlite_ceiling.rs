@@ -1,8 +1,9 @@
 //! The SQLite ceiling of `add`: what pgbench is for PostgreSQL. grantd's own statements
-//! for AddUserPermissions of one permission (the list-taking ones are grantd's own
-//! constants; the rest copied from sqlx's statement log of a running grantd), run
-//! straight through sqlx, N clients, each transaction under one
-//! in-process writer lock as grantd takes it. The database is opened by grantd's own
+//! for an AddUserPermissions of one permission written alone, a group of one (the
+//! list-taking ones are grantd's own constants; the rest copied from sqlx's statement
+//! log of a running grantd), run straight through sqlx, N clients, each transaction
+//! under one in-process writer lock as grantd takes it. grantd itself writes the adds
+//! that arrive together in one such transaction, which this ceiling does not. The database is opened by grantd's own
 //! code (same pragmas) and migrated; bench/run.sh points it at the file of the grantd it
 //! measures (idle meanwhile), so both work on a database of the same size, as pgbench
 //! and grantd share one PostgreSQL database. Its members and permission are seeded once.
@@ -19,7 +20,10 @@ use anyhow::Context;
 use futures::FutureExt;
 use grantd::{
     domain::model::ChangeKind,
-    storage::{self, PoolOptions, changes::SQLITE_APPEND, grants::SQLITE_INSERT, permissions::SQLITE_RESOLVE},
+    storage::{
+        self, PoolOptions, changes::SQLITE_APPEND, grants::SQLITE_INSERT, memberships::SQLITE_MEMBERS_AMONG,
+        permissions::SQLITE_RESOLVE,
+    },
 };
 use sea_orm::sqlx::{self, Connection, Executor, Row, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
@@ -31,7 +35,6 @@ const PERMISSION: &str = "ceiling-p0";
 const USERS: usize = 100;
 
 const TOUCH: &str = r#"UPDATE "revision_counter" SET "value" = "value" WHERE "revision_counter"."id" = ?"#;
-const MEMBER: &str = r#"SELECT "memberships"."user_id" FROM "memberships" WHERE "memberships"."organization_id" = ? AND "memberships"."user_id" = ? LIMIT ?"#;
 const BUMP: &str =
     r#"UPDATE "revision_counter" SET "value" = "value" + ? WHERE "revision_counter"."id" = ? RETURNING "value""#;
 
@@ -161,31 +164,22 @@ async fn add_statement_by_statement(
     let now = chrono::Utc::now();
     let mut tx = connection.begin().await?;
     sqlx::query(TOUCH).bind(1i64).execute(&mut *tx).await?;
-    sqlx::query(MEMBER).bind(ORG).bind(user).bind(1i64).fetch_optional(&mut *tx).await?;
+    sqlx::query(SQLITE_MEMBERS_AMONG).bind(format!(r#"[["{ORG}", "{user}"]]"#)).fetch_all(&mut *tx).await?;
     let permission: uuid::Uuid = sqlx::query(SQLITE_RESOLVE)
         .bind("[]")
         .bind(format!(r#"["{PERMISSION}"]"#))
         .fetch_one(&mut *tx)
         .await?
         .try_get("id")?;
-    let listed = format!(r#"["{}"]"#, permission.simple());
-    sqlx::query(SQLITE_INSERT)
-        .bind(ORG)
-        .bind(user)
-        .bind("bench_doc")
-        .bind(resource)
-        .bind(now)
-        .bind(ORG)
-        .bind(&listed)
-        .fetch_all(&mut *tx)
-        .await?;
+    let listed = format!(r#"[["{ORG}", "{user}", "bench_doc", "{resource}", "{ORG}", ["{}"]]]"#, permission.simple());
+    sqlx::query(SQLITE_INSERT).bind(now).bind(&listed).fetch_all(&mut *tx).await?;
     let revision: i64 = sqlx::query(BUMP).bind(1i64).bind(1i64).fetch_one(&mut *tx).await?.try_get("value")?;
     let event = format!(
-        r#"[[{}, "{ORG}", "{user}", "{}", "bench_doc", "{resource}"]]"#,
+        r#"[["{ORG}", "{resource}", 0, [[{}, "{ORG}", "{user}", "{}", "bench_doc", "{resource}"]]]]"#,
         ChangeKind::GrantAdded.code(),
         permission.simple()
     );
-    sqlx::query(SQLITE_APPEND).bind(revision).bind(ORG).bind(resource).bind(now).bind(event).execute(&mut *tx).await?;
+    sqlx::query(SQLITE_APPEND).bind(revision).bind(now).bind(event).execute(&mut *tx).await?;
     tx.commit().await
 }
 
@@ -198,7 +192,9 @@ async fn add_in_one_call(connection: &mut SqliteConnection, user: &str, resource
     let sql = format!(
         "BEGIN; \
          UPDATE revision_counter SET value = value WHERE id = 1; \
-         SELECT user_id FROM memberships WHERE organization_id = '{ORG}' AND user_id = '{user}' LIMIT 1; \
+         SELECT m.organization_id, m.user_id FROM memberships m \
+           JOIN json_each('[[\"{ORG}\", \"{user}\"]]') AS listed \
+           ON m.organization_id = listed.value ->> 0 AND m.user_id = listed.value ->> 1; \
          SELECT id, name, description, created_at FROM permissions \
            WHERE id IN (SELECT unhex(value) FROM json_each('[]')) \
            OR name IN (SELECT value FROM json_each('[\"{PERMISSION}\"]')); \
