@@ -191,16 +191,8 @@ async fn write_in(tx: &DatabaseTransaction, requests: &[Request]) -> Result<Vec<
     // listed went in with the first, and is already held for the second.
     let mut outcomes: Vec<Result<(Vec<Uuid>, Vec<Uuid>)>> = Vec::with_capacity(requests.len());
     for ((_, cmd), wanted) in requests.iter().zip(wanted) {
-        outcomes.push(wanted.map(|ids| {
-            let key = |permission_id| GrantKey {
-                organization_id: cmd.organization_id.to_string(),
-                user_id: cmd.user_id.to_string(),
-                resource_type: cmd.resource.kind.as_str().to_owned(),
-                resource_id: cmd.resource.id.to_string(),
-                permission_id,
-            };
-            ids.into_iter().partition(|id| unclaimed.remove(&key(*id)))
-        }));
+        let target = target(cmd);
+        outcomes.push(wanted.map(|ids| ids.into_iter().partition(|id| unclaimed.remove(&target.key(*id)))));
     }
 
     let events: Vec<_> = requests

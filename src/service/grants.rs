@@ -81,21 +81,7 @@ pub(super) fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
 
 /// One event per permission added on `target`.
 pub(super) fn added_events(target: Target<'_>, added: &[Uuid]) -> Vec<NewChange> {
-    added
-        .iter()
-        .map(|permission_id| {
-            NewChange::grant(
-                ChangeKind::GrantAdded,
-                GrantKey {
-                    organization_id: target.organization_id.to_owned(),
-                    user_id: target.user_id.to_owned(),
-                    resource_type: target.resource_type.to_owned(),
-                    resource_id: target.resource_id.to_owned(),
-                    permission_id: *permission_id,
-                },
-            )
-        })
-        .collect()
+    added.iter().map(|permission_id| NewChange::grant(ChangeKind::GrantAdded, target.key(*permission_id))).collect()
 }
 
 pub(super) fn not_a_member(cmd: &ChangeUserPermissions) -> Error {

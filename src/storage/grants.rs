@@ -27,6 +27,17 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// The grant of `permission_id` on this target.
+    pub fn key(&self, permission_id: Uuid) -> GrantKey {
+        GrantKey {
+            organization_id: self.organization_id.to_owned(),
+            user_id: self.user_id.to_owned(),
+            resource_type: self.resource_type.to_owned(),
+            resource_id: self.resource_id.to_owned(),
+            permission_id,
+        }
+    }
+
     fn condition(&self) -> Condition {
         Condition::all()
             .add(grant::Column::OrganizationId.eq(self.organization_id))

@@ -3,10 +3,11 @@
 //! list-taking ones are grantd's own constants; the rest copied from sqlx's statement
 //! log of a running grantd), run straight through sqlx, N clients, each transaction
 //! under one in-process writer lock as grantd takes it. grantd itself writes the adds
-//! that arrive together in one such transaction, which this ceiling does not. The database is opened by grantd's own
-//! code (same pragmas) and migrated; bench/run.sh points it at the file of the grantd it
-//! measures (idle meanwhile), so both work on a database of the same size, as pgbench
-//! and grantd share one PostgreSQL database. Its members and permission are seeded once.
+//! that arrive together in one such transaction, which this ceiling does not. The
+//! database is opened by grantd's own code (same pragmas) and migrated; bench/run.sh
+//! points it at the file of the grantd it measures (idle meanwhile), so both work on a
+//! database of the same size, as pgbench and grantd share one PostgreSQL database. Its
+//! members and permission are seeded once.
 //!
 //! Two ways to send them:
 //! - `statements`: one sqlx call per statement, as grantd sends them. Each call is a
@@ -192,8 +193,8 @@ async fn add_in_one_call(connection: &mut SqliteConnection, user: &str, resource
     let sql = format!(
         "BEGIN; \
          UPDATE revision_counter SET value = value WHERE id = 1; \
-         SELECT m.organization_id, m.user_id FROM memberships m \
-           JOIN json_each('[[\"{ORG}\", \"{user}\"]]') AS listed \
+         SELECT m.organization_id, m.user_id \
+           FROM json_each('[[\"{ORG}\", \"{user}\"]]') AS listed CROSS JOIN memberships m \
            ON m.organization_id = listed.value ->> 0 AND m.user_id = listed.value ->> 1; \
          SELECT id, name, description, created_at FROM permissions \
            WHERE id IN (SELECT unhex(value) FROM json_each('[]')) \
