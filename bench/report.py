@@ -64,6 +64,16 @@ def print_tables(results):
         g = summary(grantd)["rps"]
         p = median([r["requests_per_s"] for r in rows])
         print(f"| {scenario} | {clients} | {g:.0f} | {p:.0f} | {g / p:.2f} |")
+    health = bench.get(("postgres", "health", 1, None))
+    if health:
+        h = summary(health)["rps"]
+        print(f"\nAt 1 client a call takes at least one bare gRPC round trip (health, 1 client: {h:.0f}/s)")
+        print("plus pgbench's transaction, so grantd can reach at most 1 / (1/pgbench + 1/health):\n")
+        for (scenario, clients), rows in sorted(ceilings.items()):
+            if clients == 1:
+                p = median([r["requests_per_s"] for r in rows])
+                bound = 1 / (1 / p + 1 / h)
+                print(f"- {scenario}: {bound:.0f}/s, {bound / p:.2f} of pgbench's {p:.0f} tx/s")
 
     sqlx = grouped(results, "sqlx-ceiling", "scenario", "clients")
     if sqlx:

@@ -15,6 +15,7 @@ backend_tests!(
     one_unknown_permission_id_rejects_the_whole_batch,
     one_unknown_permission_name_rejects_the_whole_batch,
     adding_and_removing_twice_reports_the_work_as_done,
+    an_add_answers_in_request_order_with_one_event_per_grant,
     a_batch_of_1000_is_granted_and_listed_back_in_pages,
     batch_writes_send_the_same_statements_for_1000_permissions_as_for_1,
     removing_a_member_revokes_their_grants_in_that_organization_only,
@@ -417,6 +418,50 @@ async fn adding_and_removing_twice_reports_the_work_as_done(server: TestServer) 
         .into_inner();
     assert!(changes.changes.is_empty(), "no change events after the last real change: {:?}", changes.changes);
     assert!(list_all(&server, "acme", "alice", None).await.is_empty());
+}
+
+/// Ids first, then names, each permission once (the first time it is listed), whether it
+/// was added or already held; one event per grant added, at consecutive revisions ending
+/// at the answered one.
+async fn an_add_answers_in_request_order_with_one_event_per_grant(server: TestServer) {
+    create_org(&server, "acme").await;
+    add_member(&server, "acme", "alice").await;
+    let ids = create_permissions(&server, "order", 5).await;
+    let on = || resource("folder", "f1");
+    let held = grant(&server, "acme", "alice", &[&ids[1]], on()).await;
+
+    let request = add_request(
+        "acme",
+        "alice",
+        &[ids[3].clone(), ids[0].clone()],
+        &["order.0001", "order.0004", "order.0000", "order.0002"],
+        on(),
+    );
+    let answer = server.grants().add_user_permissions(request).await.expect("add").into_inner();
+    assert_eq!(answer.added, vec![ids[3].clone(), ids[0].clone(), ids[4].clone(), ids[2].clone()]);
+    assert_eq!(answer.already_held, vec![ids[1].clone()]);
+    assert_eq!(answer.revision, held.revision + 4);
+
+    let changes = server
+        .audit()
+        .list_changes(pb::ListChangesRequest {
+            after_revision: held.revision,
+            organization_id: String::new(),
+            page_size: 100,
+        })
+        .await
+        .expect("list changes")
+        .into_inner()
+        .changes;
+    let revisions: Vec<u64> = changes.iter().map(|c| c.revision).collect();
+    assert_eq!(revisions, (held.revision + 1..=answer.revision).collect::<Vec<_>>());
+    let recorded: HashSet<String> = changes.iter().map(|c| c.permission_id.clone()).collect();
+    assert_eq!(recorded, answer.added.iter().cloned().collect::<HashSet<_>>());
+    for change in &changes {
+        assert_eq!(change.kind, pb::ChangeKind::GrantAdded as i32, "{change:?}");
+        assert_eq!((change.organization_id.as_str(), change.user_id.as_str()), ("acme", "alice"));
+        assert_eq!(change.resource, on(), "{change:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use super::{
     access::{self, Need},
     add_groups::AddGroups,
     check_queue::CheckQueue,
-    resolve, write,
+    detached, resolve, write,
 };
 use crate::{
     domain::{
@@ -111,10 +111,11 @@ impl Grants {
     /// user's grants in the organization. On SQLite an administrator's add is written
     /// with others that arrive together (see [`AddGroups`]).
     pub async fn add_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
-        if let Some(groups) = &self.add_groups
-            && actor.admin
-        {
-            return groups.add(actor, cmd).await;
+        if actor.admin {
+            match &self.add_groups {
+                Some(groups) => return groups.add(actor, cmd).await,
+                None => return self.add_in_one_statement(actor, cmd).await,
+            }
         }
         write(&self.db, actor, cmd, move |tx, actor, cmd| {
             Box::pin(async move {
@@ -135,6 +136,30 @@ impl Grants {
                 let revision = storage::changes::append(tx, &actor, now, events).await?;
                 Ok(AddOutcome { added, already_held, revision })
             })
+        })
+        .await
+    }
+
+    /// PostgreSQL, an administrator's add: one statement ([`storage::adds`]), which
+    /// checks, locks and writes as the transaction of a non-administrator's add does.
+    async fn add_in_one_statement(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
+        access::require(&self.db, &actor, &cmd.organization_id, Need::Edit).await?;
+        let db = self.db.clone();
+        detached(async move {
+            let names: Vec<&str> = cmd.permissions.names.iter().map(|n| n.as_str()).collect();
+            let done =
+                storage::adds::add_postgres(&db, target(&cmd), &cmd.permissions.ids, &names, domain::now(), &actor)
+                    .await?;
+            if !done.member {
+                resolve::organization(&db, &cmd.organization_id).await?;
+                return Err(not_a_member(&cmd));
+            }
+            if !done.complete {
+                return Err(resolve::missing(&done.wanted, &cmd.permissions));
+            }
+            let newly: HashSet<Uuid> = done.added.into_iter().collect();
+            let (added, already_held) = done.wanted.into_iter().map(|(id, _)| id).partition(|id| newly.contains(id));
+            Ok(AddOutcome { added, already_held, revision: done.revision })
         })
         .await
     }

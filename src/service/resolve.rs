@@ -47,6 +47,15 @@ pub fn named_in(found: &[Permission], refs: &PermissionRefs) -> Result<Vec<Permi
     Ok(ordered)
 }
 
+/// The NOT_FOUND of [`permissions`] when only `found` (id, name) of `refs` exist.
+pub fn missing(found: &[(Uuid, String)], refs: &PermissionRefs) -> Error {
+    let ids: HashSet<Uuid> = found.iter().map(|(id, _)| *id).collect();
+    let names: HashSet<&str> = found.iter().map(|(_, name)| name.as_str()).collect();
+    let unknown_ids = refs.ids.iter().filter(|id| !ids.contains(id)).map(Uuid::to_string);
+    let unknown_names = refs.names.iter().filter(|name| !names.contains(name.as_str())).map(|n| n.as_str().to_owned());
+    Error::NotFound { kind: "permission", ids: unknown_ids.chain(unknown_names).collect() }
+}
+
 /// Fails with NOT_FOUND unless the organization exists.
 pub async fn organization(conn: &impl ConnectionTrait, id: &OrganizationId) -> Result<()> {
     match storage::organizations::find(conn, id.as_str()).await? {

@@ -1,9 +1,11 @@
 //! Persistence: sea-orm entities and set-based queries over SQLite or PostgreSQL.
 //!
 //! Query functions take any [`ConnectionTrait`] and never begin or commit: a use-case
-//! opens one transaction with [`tx::write`] and composes them inside it. sea-orm types
-//! stay in this module; callers see `domain` types.
+//! opens one transaction with [`tx::write`] and composes them inside it. The exception is
+//! [`adds`]: a whole add in one statement, its own transaction ([`tx::autocommit`]).
+//! sea-orm types stay in this module; callers see `domain` types.
 
+pub mod adds;
 pub mod changes;
 pub mod checks;
 mod connect;

@@ -29,12 +29,14 @@ pub async fn resolve(conn: &impl ConnectionTrait, ids: &[Uuid], names: &[&str]) 
             backend,
             // Not `id = ANY($1) OR name = ANY($2)`: under a generic plan that filter
             // compares every catalog row with every listed name (12 ms for 1,000 names
-            // over 1,000 permissions); joined, each name is one probe or hash lookup.
-            "SELECT p.id, p.name, p.description, p.created_at FROM permissions p \
-             WHERE p.id IN (SELECT wanted FROM unnest($1::uuid[]) AS wanted \
+            // over 1,000 permissions). Not `p.id IN (SELECT ...)` either: estimating ten
+            // rows per array, the generic plan read the whole catalog into a hash (1.1 ms
+            // over 3,400 permissions). LATERAL probes the key once per listed permission.
+            "SELECT p.id, p.name, p.description, p.created_at \
+             FROM (SELECT wanted FROM unnest($1::uuid[]) AS wanted \
                UNION ALL SELECT named.id FROM permissions named \
-               JOIN unnest($2::text[]) AS wanted(name) ON named.name = wanted.name) \
-             FOR KEY SHARE OF p",
+               JOIN unnest($2::text[]) AS wanted(name) ON named.name = wanted.name) AS listed(id) \
+             CROSS JOIN LATERAL (SELECT * FROM permissions WHERE id = listed.id FOR KEY SHARE) p",
             [ids.to_vec().into(), names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>().into()],
         ),
         _ => {

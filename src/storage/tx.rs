@@ -25,17 +25,42 @@ pub async fn write<T, F>(db: &DatabaseConnection, body: F) -> Result<T>
 where
     F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
 {
+    retry(db, || attempt_once(db, &body)).await
+}
+
+/// Runs one statement outside any transaction (PostgreSQL makes it one), retrying as
+/// [`write`] does. Only for statements that can safely run again after a connection
+/// broke while they ran.
+pub async fn autocommit<T, F, Fut>(db: &DatabaseConnection, statement: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::result::Result<T, DbErr>>,
+{
+    retry(db, || async {
+        statement().await.map_err(|err| {
+            if is_broken_connection(&err) { Failure::BrokenConnection(err.into()) } else { Failure::Body(err.into()) }
+        })
+    })
+    .await
+}
+
+async fn retry<T, A, Fut>(db: &DatabaseConnection, attempt_once: A) -> Result<T>
+where
+    A: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
     let mut attempt = 1;
     // After the server ended every session, each pooled connection fails its BEGIN once.
     let mut broken_left = pool_limits(db).0;
     loop {
-        match attempt_once(db, &body).await {
+        match attempt_once().await {
             Ok(value) => return Ok(value),
             Err(Failure::BrokenConnection(err)) if broken_left > 0 => {
-                // Nothing was sent for the request yet, so another attempt is safe; sqlx
-                // drops the broken connection. Pooled connections are not pinged before
-                // use, so one the server has closed fails here. Not an attempt: the next
-                // connection may be as old, and a new one is opened once they are gone.
+                // Nothing was sent for the request yet (or, for `autocommit`, running the
+                // statement again is safe), so another attempt is; sqlx drops the broken
+                // connection. Pooled connections are not pinged before use, so one the
+                // server has closed fails here. Not an attempt: the next connection may be
+                // as old, and a new one is opened once they are gone.
                 broken_left -= 1;
                 tracing::debug!(broken_left, error = %err, "a pooled connection was broken, retrying");
                 continue;
