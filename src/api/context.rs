@@ -50,13 +50,13 @@ impl RequestContext {
         let result = body.instrument(span.clone()).await;
         let _entered = span.enter();
         let result = result.map(Response::new).map_err(|err| {
-            // Fields repeated from the span: the span is filtered out below info level.
+            // Each line names its request: log lines carry no span at info level (telemetry).
             let (rpc, request_id) = (self.rpc, &self.actor.request_id);
             match &err {
                 Error::Internal(detail) => tracing::error!(rpc, %request_id, error = %detail, "internal error"),
                 Error::Unavailable(detail) => tracing::warn!(rpc, %request_id, error = %detail, "database unavailable"),
                 Error::Aborted { attempts } => tracing::warn!(rpc, %request_id, attempts, "transaction aborted"),
-                other => tracing::info!(error = %other, "rejected"),
+                other => tracing::info!(rpc, %request_id, caller = %self.actor.subject, error = %other, "rejected"),
             }
             Status::from(err)
         });

@@ -6,15 +6,13 @@
 //! percentiles as a table and as one JSON line. The `sqlite-ceiling` scenarios run no
 //! grantd: they measure what SQLite, through sqlx, allows for grantd's own statements.
 
+mod load;
 mod sqlite_ceiling;
 
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::AtomicU64},
     time::{Duration, Instant},
 };
 
@@ -31,9 +29,11 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    transport::Channel,
 };
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::load::Clients;
 
 /// The load generator must not be the bottleneck: mimalloc, as grantd itself.
 #[global_allocator]
@@ -63,6 +63,10 @@ struct Args {
     /// Concurrent tasks, spread round-robin over the connections.
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Threads generating the load, each with its own share of the connections and
+    /// clients and nothing shared between them while they run (as pgbench's `-j`).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
     /// Run for this long (90s, 5m, ...). Default 10s unless --requests is given.
     #[arg(long, value_parser = grantd::config::parse_duration)]
     duration: Option<Duration>,
@@ -88,6 +92,13 @@ struct Args {
     /// kept (default: a new file in the temporary directory, removed afterwards).
     #[arg(long)]
     ceiling_db: Option<PathBuf>,
+}
+
+impl Args {
+    /// The threads a run uses: no more than there are connections or clients to share.
+    fn load_threads(&self) -> usize {
+        self.threads.min(self.connections).min(self.clients)
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,8 +190,8 @@ struct TaskResult {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.connections == 0 || args.clients == 0 {
-        bail!("--connections and --clients must be at least 1");
+    if args.connections == 0 || args.clients == 0 || args.threads == 0 {
+        bail!("--connections, --clients and --threads must be at least 1");
     }
     if args.scenario == Scenario::AddBatch && args.batch.iter().any(|&b| b == 0 || b > MAX_LIST) {
         bail!("--batch sizes must be 1-{MAX_LIST}");
@@ -191,26 +202,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let token = args.token.as_deref().context("a token is needed: --token or GRANTD_TOKEN")?;
     let bearer = Bearer(format!("Bearer {}", token.trim()).parse().context("the token is not ASCII")?);
-    let mut channels = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let channel = Endpoint::from_shared(format!("http://{}", args.addr))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {}", args.addr))?;
-        channels.push(channel);
-    }
-    let clients: Vec<_> = channels
-        .iter()
-        .map(|c| Clients {
-            grants: GrantServiceClient::with_interceptor(c.clone(), bearer.clone()),
-            health: HealthClient::new(c.clone()),
-        })
-        .collect();
-    let directory = DirectoryServiceClient::with_interceptor(channels[0].clone(), bearer.clone());
+    let clients = load::connect(&args.addr, &bearer).await?;
+    let directory = DirectoryServiceClient::with_interceptor(clients.channel.clone(), bearer.clone());
 
     let started = Instant::now();
-    let plan = seed(&args, directory, clients[0].grants.clone()).await.context("seeding failed")?;
+    let plan = seed(&args, directory, clients.grants.clone()).await.context("seeding failed")?;
     eprintln!(
         "seeded org {} ({} permissions, {} users, {} grants) in {:.1}s",
         plan.org,
@@ -223,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
     let batches = if args.scenario == Scenario::AddBatch { args.batch.clone() } else { vec![1] };
     for batch in batches {
         let plan = Arc::new(Plan { batch, ..plan.clone() });
-        let report = run(&args, &clients, plan).await?;
+        let report = load::run(&args, &bearer, plan).await?;
         report.print(&args, batch);
     }
     Ok(())
@@ -344,48 +340,8 @@ fn deadline_and_limit(args: &Args) -> (Option<Instant>, u64, Arc<AtomicU64>) {
     (duration.map(|d| Instant::now() + d), args.requests.unwrap_or(u64::MAX), Arc::new(AtomicU64::new(0)))
 }
 
-async fn run(args: &Args, clients: &[Clients], plan: Arc<Plan>) -> anyhow::Result<Report> {
-    let (deadline, limit, issued) = deadline_and_limit(args);
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.clients);
-    for task in 0..args.clients {
-        let client = clients[task % clients.len()].clone();
-        let plan = plan.clone();
-        let issued = issued.clone();
-        let scenario = args.scenario;
-        tasks.push(tokio::spawn(async move {
-            let mut result = TaskResult::default();
-            let mut client = client;
-            loop {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                let n = issued.fetch_add(1, Ordering::Relaxed);
-                if n >= limit {
-                    break;
-                }
-                let begin = Instant::now();
-                let outcome = call(&mut client, &plan, scenario, task, n).await;
-                result.latencies.push(begin.elapsed());
-                if let Err(failure) = outcome {
-                    *result.errors.entry(failure.label()).or_default() += 1;
-                }
-            }
-            result
-        }));
-    }
-    Report::collect(args.scenario, started, tasks).await
-}
-
 fn resource(id: String) -> Option<Resource> {
     Some(Resource { r#type: RESOURCE_TYPE.into(), id })
-}
-
-/// The clients of one connection.
-#[derive(Clone)]
-struct Clients {
-    grants: GrantServiceClient<Authed>,
-    health: HealthClient<Channel>,
 }
 
 /// Why a call did not do what the scenario expects.
@@ -502,18 +458,24 @@ impl Report {
         started: Instant,
         tasks: Vec<tokio::task::JoinHandle<TaskResult>>,
     ) -> anyhow::Result<Report> {
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await.context("a client task panicked")?);
+        }
+        Ok(Report::merge(scenario, started.elapsed(), results))
+    }
+
+    fn merge(scenario: Scenario, elapsed: Duration, results: Vec<TaskResult>) -> Report {
         let mut latencies = Vec::new();
         let mut errors = BTreeMap::new();
-        for task in tasks {
-            let result = task.await.context("a client task panicked")?;
+        for result in results {
             latencies.extend(result.latencies);
             for (code, count) in result.errors {
                 *errors.entry(code).or_default() += count;
             }
         }
-        let elapsed = started.elapsed();
         latencies.sort_unstable();
-        Ok(Report { scenario, elapsed, latencies, errors })
+        Report { scenario, elapsed, latencies, errors }
     }
 
     fn percentile(&self, p: f64) -> Duration {
@@ -538,7 +500,7 @@ impl Report {
             scenario.to_owned()
         };
         println!("scenario     {label}");
-        println!("connections  {}  clients {}", args.connections, args.clients);
+        println!("connections  {}  clients {}  threads {}", args.connections, args.clients, args.load_threads());
         println!("requests     {requests}  errors {errors}  elapsed {:.3}s", self.elapsed.as_secs_f64());
         for (code, count) in &self.errors {
             println!("  error      {code}: {count}");
@@ -550,6 +512,7 @@ impl Report {
             batch: (self.scenario == Scenario::AddBatch).then_some(batch),
             connections: args.connections,
             clients: args.clients,
+            threads: args.load_threads(),
             requests,
             errors,
             errors_by_code: &self.errors,
@@ -569,6 +532,7 @@ struct JsonLine<'a> {
     batch: Option<usize>,
     connections: usize,
     clients: usize,
+    threads: usize,
     requests: u64,
     errors: u64,
     errors_by_code: &'a BTreeMap<String, u64>,
