@@ -9,6 +9,10 @@
 //! finds a statement in flight queues, and when that statement ends, the queue (up to
 //! [`MAX_BATCH`] checks) goes in the next one. The busier the server, the more each
 //! statement carries. A second statement runs alongside only while a whole batch waits.
+//! Before it takes the queue, a lane yields once to the runtime: requests already
+//! received but not yet run (their tasks ready) queue their checks first and ride in the
+//! same statement, instead of waiting for the next one. That is no timer: with nothing
+//! else ready, the lane runs again at once.
 //! Every check is still read from a snapshot taken after it arrived: the statement that
 //! answers it starts after it was queued.
 //!
@@ -107,6 +111,7 @@ impl Drop for Lane {
 impl Lane {
     async fn drain(self) {
         loop {
+            tokio::task::yield_now().await;
             let batch = self.shared.take_batch();
             if batch.is_empty() {
                 return;
