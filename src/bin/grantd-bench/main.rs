@@ -129,6 +129,10 @@ enum Scenario {
 }
 
 impl Scenario {
+    fn is_ceiling(self) -> bool {
+        matches!(self, Scenario::SqliteCeiling | Scenario::SqliteCeilingOneCall)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Scenario::Add => "add",
@@ -196,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
     if args.scenario == Scenario::AddBatch && args.batch.iter().any(|&b| b == 0 || b > MAX_LIST) {
         bail!("--batch sizes must be 1-{MAX_LIST}");
     }
-    if matches!(args.scenario, Scenario::SqliteCeiling | Scenario::SqliteCeilingOneCall) {
+    if args.scenario.is_ceiling() {
         sqlite_ceiling::run(&args).await?.print(&args, 1);
         return Ok(());
     }
@@ -499,8 +503,13 @@ impl Report {
         } else {
             scenario.to_owned()
         };
+        // The ceilings call no grantd: no load threads, whatever --threads says.
+        let threads = (!self.scenario.is_ceiling()).then(|| args.load_threads());
         println!("scenario     {label}");
-        println!("connections  {}  clients {}  threads {}", args.connections, args.clients, args.load_threads());
+        match threads {
+            Some(threads) => println!("connections  {}  clients {}  threads {threads}", args.connections, args.clients),
+            None => println!("connections  {}  clients {}", args.connections, args.clients),
+        }
         println!("requests     {requests}  errors {errors}  elapsed {:.3}s", self.elapsed.as_secs_f64());
         for (code, count) in &self.errors {
             println!("  error      {code}: {count}");
@@ -512,7 +521,7 @@ impl Report {
             batch: (self.scenario == Scenario::AddBatch).then_some(batch),
             connections: args.connections,
             clients: args.clients,
-            threads: args.load_threads(),
+            threads,
             requests,
             errors,
             errors_by_code: &self.errors,
@@ -532,7 +541,7 @@ struct JsonLine<'a> {
     batch: Option<usize>,
     connections: usize,
     clients: usize,
-    threads: usize,
+    threads: Option<usize>,
     requests: u64,
     errors: u64,
     errors_by_code: &'a BTreeMap<String, u64>,
