@@ -206,11 +206,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let token = args.token.as_deref().context("a token is needed: --token or GRANTD_TOKEN")?;
     let bearer = Bearer(format!("Bearer {}", token.trim()).parse().context("the token is not ASCII")?);
-    let clients = load::connect(&args.addr, &bearer).await?;
-    let directory = DirectoryServiceClient::with_interceptor(clients.channel.clone(), bearer.clone());
+    // Seeding has a connection of its own, closed when seeding ends: the runs below open
+    // --connections of theirs, and only those are open while they run.
+    let Clients { channel, grants, .. } = load::connect(&args.addr, &bearer).await?;
+    let directory = DirectoryServiceClient::with_interceptor(channel, bearer.clone());
 
     let started = Instant::now();
-    let plan = seed(&args, directory, clients.grants.clone()).await.context("seeding failed")?;
+    let plan = seed(&args, directory, grants).await.context("seeding failed")?;
     eprintln!(
         "seeded org {} ({} permissions, {} users, {} grants) in {:.1}s",
         plan.org,
