@@ -55,15 +55,19 @@ def print_tables(results):
         print(f"| {backend} | {scenario} | {clients} | {s['rps']:.0f} | {s['p50']:.3f} | {s['p99']:.3f} | {errors} | {s['runs']} |")
 
     print("\n### grantd against the pgbench ceiling of its own statements (PostgreSQL, medians)\n")
-    print("| scenario | clients | grantd req/s | pgbench tx/s | grantd / pgbench |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("Each run's ratio pairs grantd with the pgbench run measured right after it (bench/run.sh).\n")
+    print("| scenario | clients | grantd req/s | pgbench tx/s | grantd / pgbench, median of runs | each run |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
     for (scenario, clients), rows in sorted(ceilings.items()):
         grantd = bench.get(("postgres", scenario, clients, None))
         if not grantd:
             continue
         g = summary(grantd)["rps"]
         p = median([r["requests_per_s"] for r in rows])
-        print(f"| {scenario} | {clients} | {g:.0f} | {p:.0f} | {g / p:.2f} |")
+        by_run = {r["run"]: r["requests_per_s"] for r in rows}
+        ratios = [r["requests_per_s"] / by_run[r["run"]] for r in grantd if by_run.get(r["run"])]
+        each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        print(f"| {scenario} | {clients} | {g:.0f} | {p:.0f} | {median(ratios):.2f} | {each} |")
     health = bench.get(("postgres", "health", 1, None))
     if health:
         h = summary(health)["rps"]
