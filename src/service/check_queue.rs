@@ -40,8 +40,8 @@ const MAX_BATCH: usize = 64;
 
 /// Fewest waiting checks that start a statement beside those in flight. In alternating
 /// runs at 16 clients (PostgreSQL), 8, 12 and 16 each answered 10-13% more checks a
-/// second than waiting for a whole batch (64), with a lower p99; at 32 and 64 clients
-/// the difference was within the noise, at 256 clients 8 answered 13% more.
+/// second than waiting for a whole batch (64), with a lower p99; at 32, 64 and 256
+/// clients the difference was within the noise.
 const MIN_BATCH_ALONGSIDE: usize = 8;
 
 #[derive(Clone)]
