@@ -121,12 +121,15 @@ pub async fn serve(
     // busy request pool neither delays it nor passes for an unreachable database.
     let background = options.background_db.clone().unwrap_or_else(|| db.clone());
     let feed = ChangeFeed::start(background.clone(), options.watch_poll_interval, options.watch_buffer).await?;
+    let writes = storage::writer(&db).await?;
     let grants = InterceptedService::new(
-        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone())?)).max_decoding_message_size(limit),
+        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone(), writes.clone())?))
+            .max_decoding_message_size(limit),
         auth.clone(),
     );
     let directory = InterceptedService::new(
-        DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone()))).max_decoding_message_size(limit),
+        DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone(), writes)))
+            .max_decoding_message_size(limit),
         auth.clone(),
     );
     let audit = InterceptedService::new(

@@ -26,7 +26,7 @@ impl Directory {
         name: PermissionName,
         description: String,
     ) -> Result<(Permission, Revision)> {
-        write(&self.db, actor, (name, description), move |tx, actor, (name, description)| {
+        write(&self.writes, actor, (name, description), move |tx, actor, (name, description)| {
             Box::pin(async move {
                 access::require_admin(&actor, "CreatePermission")?;
                 let permission =
@@ -68,7 +68,7 @@ impl Directory {
         force: bool,
         allow_missing: bool,
     ) -> Result<PermissionDeletion> {
-        write(&self.db, actor, (), move |tx, actor, ()| {
+        write(&self.writes, actor, (), move |tx, actor, ()| {
             Box::pin(async move {
                 access::require_admin(&actor, "DeletePermission")?;
                 if !storage::permissions::lock_for_delete(tx, id).await? {

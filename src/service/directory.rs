@@ -32,11 +32,13 @@ pub struct MembershipOutcome {
 #[derive(Debug, Clone)]
 pub struct Directory {
     pub(super) db: DatabaseConnection,
+    /// Where writes begin (see [`storage::writer`]).
+    pub(super) writes: DatabaseConnection,
 }
 
 impl Directory {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, writes: DatabaseConnection) -> Self {
+        Self { db, writes }
     }
 
     pub async fn create_organization(
@@ -45,7 +47,7 @@ impl Directory {
         id: OrganizationId,
         display_name: String,
     ) -> Result<(Organization, Revision)> {
-        write(&self.db, actor, (id, display_name), move |tx, actor, (id, display_name)| {
+        write(&self.writes, actor, (id, display_name), move |tx, actor, (id, display_name)| {
             Box::pin(async move {
                 access::require_admin_of(&actor, &id, "CreateOrganization")?;
                 let now = domain::now();
@@ -85,7 +87,7 @@ impl Directory {
         id: OrganizationId,
         allow_missing: bool,
     ) -> Result<OrganizationDeletion> {
-        write(&self.db, actor, id, move |tx, actor, id| {
+        write(&self.writes, actor, id, move |tx, actor, id| {
             Box::pin(async move {
                 access::require_admin_of(&actor, &id, "DeleteOrganization")?;
                 if !storage::organizations::lock(tx, id.as_str(), Lock::Update).await? {
@@ -123,7 +125,7 @@ impl Directory {
         organization_id: OrganizationId,
         user_id: UserId,
     ) -> Result<MembershipOutcome> {
-        write(&self.db, actor, (organization_id, user_id), move |tx, actor, (org, user)| {
+        write(&self.writes, actor, (organization_id, user_id), move |tx, actor, (org, user)| {
             Box::pin(async move {
                 access::require(tx, &actor, &org, Need::Edit).await?;
                 if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {

@@ -65,6 +65,8 @@ pub struct CheckOutcome {
 #[derive(Debug, Clone)]
 pub struct Grants {
     db: DatabaseConnection,
+    /// Where writes begin (see [`storage::writer`]).
+    writes: DatabaseConnection,
     checks: CheckQueue,
     /// SQLite only: administrators' adds, written in groups.
     add_groups: Option<AddGroups>,
@@ -100,10 +102,10 @@ fn revocation_events(keys: Vec<GrantKey>) -> Vec<NewChange> {
 }
 
 impl Grants {
-    pub fn new(db: DatabaseConnection) -> Result<Self> {
+    pub fn new(db: DatabaseConnection, writes: DatabaseConnection) -> Result<Self> {
         let reads = ReadConnections::new(&db)?;
-        let add_groups = storage::is_sqlite(&db).then(|| AddGroups::new(db.clone()));
-        Ok(Self { db, checks: CheckQueue::new(reads), add_groups })
+        let add_groups = storage::is_sqlite(&db).then(|| AddGroups::new(writes.clone()));
+        Ok(Self { db, writes, checks: CheckQueue::new(reads), add_groups })
     }
 
     /// Grants every listed permission to a member. The membership row is locked first, so
@@ -117,7 +119,7 @@ impl Grants {
                 None => return self.add_in_one_statement(actor, cmd).await,
             }
         }
-        write(&self.db, actor, cmd, move |tx, actor, cmd| {
+        write(&self.writes, actor, cmd, move |tx, actor, cmd| {
             Box::pin(async move {
                 access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
                 let target = target(&cmd);
@@ -144,7 +146,7 @@ impl Grants {
     /// checks, locks and writes as the transaction of a non-administrator's add does.
     async fn add_in_one_statement(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
         access::require(&self.db, &actor, &cmd.organization_id, Need::Edit).await?;
-        let db = self.db.clone();
+        let db = self.writes.clone();
         detached(async move {
             let names: Vec<&str> = cmd.permissions.names.iter().map(|n| n.as_str()).collect();
             let done =
@@ -166,7 +168,7 @@ impl Grants {
 
     /// Revokes each listed permission; ones not held are reported, not rejected.
     pub async fn remove_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<RemoveOutcome> {
-        write(&self.db, actor, cmd, move |tx, actor, cmd| {
+        write(&self.writes, actor, cmd, move |tx, actor, cmd| {
             Box::pin(async move {
                 access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
                 resolve::organization(tx, &cmd.organization_id).await?;
@@ -195,7 +197,7 @@ impl Grants {
         actor: Actor,
         cmd: RemoveResourcePermissions,
     ) -> Result<ResourceRemovals> {
-        write(&self.db, actor, cmd, move |tx, actor, cmd| {
+        write(&self.writes, actor, cmd, move |tx, actor, cmd| {
             Box::pin(async move {
                 let mut organizations: Vec<&OrganizationId> = Vec::new();
                 for (organization, _) in &cmd.resources {
@@ -245,7 +247,7 @@ impl Grants {
         actor: Actor,
         cmd: RemoveUserFromOrganization,
     ) -> Result<RemovedFromOrganization> {
-        write(&self.db, actor, cmd, move |tx, actor, cmd| {
+        write(&self.writes, actor, cmd, move |tx, actor, cmd| {
             Box::pin(async move {
                 access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
                 let (org, user) = (cmd.organization_id.as_str(), cmd.user_id.as_str());

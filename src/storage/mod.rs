@@ -20,7 +20,7 @@ mod reads;
 pub mod revocations;
 pub mod tx;
 
-pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up};
+pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up, writer};
 pub use lock::Lock;
 pub use reads::ReadConnections;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
