@@ -29,7 +29,7 @@ use crate::{
     domain::{Error, Result},
     metrics,
     storage::{
-        ReadConnections,
+        KeptConnections,
         checks::{self, Check, CheckRead},
     },
 };
@@ -59,7 +59,7 @@ impl std::fmt::Debug for CheckQueue {
 }
 
 struct Shared {
-    reads: ReadConnections,
+    reads: Arc<KeptConnections>,
     waiting: Mutex<Vec<Waiting>>,
     /// One permit per statement that may be in flight: `reads.capacity()` in all.
     lanes: Arc<Semaphore>,
@@ -72,7 +72,7 @@ struct Waiting {
 
 impl CheckQueue {
     /// At most as many statements in flight as `reads` has connections.
-    pub fn new(reads: ReadConnections) -> Self {
+    pub fn new(reads: Arc<KeptConnections>) -> Self {
         let lanes = Arc::new(Semaphore::new(reads.capacity()));
         let shared = Shared { reads, waiting: Mutex::new(Vec::new()), lanes };
         Self { shared: Arc::new(shared) }

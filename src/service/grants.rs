@@ -1,6 +1,9 @@
 //! The four grant writes and the two grant reads.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 use uuid::Uuid;
 
@@ -21,7 +24,7 @@ use crate::{
         model::{ChangeKind, Grant},
     },
     storage::{
-        self, DatabaseConnection, Lock, ReadConnections,
+        self, DatabaseConnection, KeptConnections, Lock,
         changes::NewChange,
         checks::{Check, PermissionKey},
         grants::{GrantKey, ResourceFilter, Selection, Target},
@@ -67,6 +70,8 @@ pub struct Grants {
     db: DatabaseConnection,
     /// Where writes begin (see [`storage::writer`]).
     writes: DatabaseConnection,
+    /// Connections for one-statement work: checks, and PostgreSQL's administrator adds.
+    kept: Arc<KeptConnections>,
     checks: CheckQueue,
     /// SQLite only: administrators' adds, written in groups.
     add_groups: Option<AddGroups>,
@@ -103,9 +108,9 @@ fn revocation_events(keys: Vec<GrantKey>) -> Vec<NewChange> {
 
 impl Grants {
     pub fn new(db: DatabaseConnection, writes: DatabaseConnection) -> Result<Self> {
-        let reads = ReadConnections::new(&db)?;
+        let kept = Arc::new(KeptConnections::new(&db)?);
         let add_groups = storage::is_sqlite(&db).then(|| AddGroups::new(writes.clone()));
-        Ok(Self { db, writes, checks: CheckQueue::new(reads), add_groups })
+        Ok(Self { db, writes, checks: CheckQueue::new(Arc::clone(&kept)), kept, add_groups })
     }
 
     /// Grants every listed permission to a member. The membership row is locked first, so
@@ -146,12 +151,19 @@ impl Grants {
     /// checks, locks and writes as the transaction of a non-administrator's add does.
     async fn add_in_one_statement(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
         access::require(&self.db, &actor, &cmd.organization_id, Need::Edit).await?;
-        let db = self.writes.clone();
+        let (db, kept) = (self.writes.clone(), Arc::clone(&self.kept));
         detached(async move {
             let names: Vec<&str> = cmd.permissions.names.iter().map(|n| n.as_str()).collect();
-            let done =
-                storage::adds::add_postgres(&db, target(&cmd), &cmd.permissions.ids, &names, domain::now(), &actor)
-                    .await?;
+            let done = storage::adds::add_postgres(
+                &db,
+                &kept,
+                target(&cmd),
+                &cmd.permissions.ids,
+                &names,
+                domain::now(),
+                &actor,
+            )
+            .await?;
             if !done.member {
                 resolve::organization(&db, &cmd.organization_id).await?;
                 return Err(not_a_member(&cmd));

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseBackend, DatabaseConnection, Statement};
 use uuid::Uuid;
 
-use super::{ConnectionTrait, grants::Target, tx};
+use super::{KeptConnections, grants::Target, tx};
 use crate::domain::{Actor, Error, Result, Revision, model::ChangeKind};
 
 /// The steps of the transactional add, in the same order and with the same locks: the
@@ -74,6 +74,7 @@ pub struct StatementAdd {
 /// already written reads as already held, and its event is not written twice.
 pub async fn add_postgres(
     db: &DatabaseConnection,
+    kept: &KeptConnections,
     target: Target<'_>,
     ids: &[Uuid],
     names: &[&str],
@@ -99,7 +100,7 @@ pub async fn add_postgres(
             ],
         )
     };
-    let row = tx::autocommit(db, || db.query_one(statement()))
+    let row = tx::autocommit(db, || async { Ok(kept.query_all(&statement()).await?.into_iter().next()) })
         .await?
         .ok_or_else(|| Error::Internal("the add statement answered no row".into()))?;
     let wanted_ids: Vec<Uuid> = row.try_get("", "wanted")?;

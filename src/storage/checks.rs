@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseBackend, FromQueryResult, Statement, Value, sea_query::ArrayType};
 use uuid::Uuid;
 
-use super::{ReadConnections, json_array};
+use super::{KeptConnections, json_array};
 use crate::domain::{Error, ResourceType, Result, Revision, model::Grant};
 
 /// How the permission of a check is named.
@@ -124,7 +124,7 @@ struct CheckRow {
 }
 
 /// Answers `checks`, in their order, from one statement.
-pub async fn read(reads: &ReadConnections, checks: &[Check]) -> Result<Vec<CheckRead>> {
+pub async fn read(reads: &KeptConnections, checks: &[Check]) -> Result<Vec<CheckRead>> {
     let backend = reads.backend();
     let statement = Statement::from_sql_and_values(backend, sql(backend), parameters(backend, checks)?);
     let mut answers: Vec<Option<CheckRead>> = vec![None; checks.len()];

@@ -12,17 +12,17 @@ mod connect;
 mod entities;
 mod error;
 pub mod grants;
+mod kept;
 mod lock;
 pub mod memberships;
 pub mod organizations;
 pub mod permissions;
-mod reads;
 pub mod revocations;
 pub mod tx;
 
 pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up, writer};
+pub use kept::KeptConnections;
 pub use lock::Lock;
-pub use reads::ReadConnections;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
 /// Whether `db` is an embedded SQLite database: one writer at a time.

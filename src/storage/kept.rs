@@ -1,20 +1,22 @@
-//! Connections kept out of sqlx's pool for one-statement reads (CheckPermission's).
+//! Connections kept out of sqlx's pool for one-statement work: CheckPermission's reads,
+//! and on PostgreSQL an administrator's add (`storage::adds`), its own transaction.
 //!
 //! sqlx tests every connection that returns to its pool (on PostgreSQL a `Sync` and a
 //! wait for `ReadyForQuery`, on SQLite a round trip to the connection's thread), and sqlx
 //! 0.8 cannot be told not to. For a check, which is one statement, that doubled the
-//! round trips: perf put 16% of grantd's CPU time in that test under a check load. These
-//! connections are taken from the pool once and handed from one read to the next without
-//! it. A read that fails or is cancelled drops its connection: a SQLite one goes back to
-//! sqlx's pool, is tested there and closed if broken; a PostgreSQL one is closed, as it
-//! carries a setting of its own (below) that writes must not inherit.
+//! round trips: perf put 16% of grantd's CPU time in that test under a check load; an add
+//! at one client took 0.53-0.55 ms p50 with it and 0.43-0.45 without. These connections
+//! are taken from the pool once and handed from one statement to the next without it. A
+//! statement that fails or is cancelled drops its connection, which goes back to sqlx's
+//! pool, is tested there and closed if broken. A pool of one connection keeps none:
+//! transactions need that connection between two statements.
 //!
 //! PostgreSQL plans the first executions of a prepared statement for their parameters
 //! and keeps planning anew while that looks cheaper than its one generic plan. For the
 //! check statement, whose checks travel as arrays, it always does: the generic plan
 //! assumes a hundred checks per array. Planning every call took a check at one client
 //! from 0.37 to 0.88-0.93 ms p50; the plan is index probes whatever the arrays hold, so
-//! read connections use the generic plan (`plan_cache_mode`).
+//! connections use the generic plan (`plan_cache_mode`, set in `connect`).
 
 use std::{
     fmt,
@@ -43,20 +45,22 @@ const MAX_ATTEMPTS: u32 = 5;
 /// the cost of one re-prepare per connection.
 const PLAN_LIFETIME: Duration = Duration::from_secs(10);
 
-pub struct ReadConnections {
+pub struct KeptConnections {
     pool: Pool,
-    /// Connections between two reads; never more than `permits` allows.
+    /// Connections between two statements; never more than `permits` allows.
     idle: Mutex<Vec<Connection>>,
-    /// How many connections reads may hold at once: the rest of the pool stays for
-    /// writes and the other RPCs.
+    /// How many connections may be kept at once: the rest of the pool stays for
+    /// transactions and the other RPCs.
     permits: Semaphore,
     capacity: usize,
+    /// Whether connections are kept between statements at all (not with a pool of one).
+    keeps: bool,
     acquire_timeout: Duration,
 }
 
-impl fmt::Debug for ReadConnections {
+impl fmt::Debug for KeptConnections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadConnections")
+        f.debug_struct("KeptConnections")
             .field("backend", &self.backend())
             .field("available", &self.permits.available_permits())
             .finish_non_exhaustive()
@@ -74,24 +78,27 @@ enum Connection {
     Sqlite(PoolConnection<Sqlite>),
 }
 
-/// A connection lent to one read, with its place among the `permits`. Dropped without
+/// A connection lent to one statement, with its place among the `permits`. Dropped without
 /// [`Lease::give_back`], the connection goes to sqlx's pool instead of `idle`.
 struct Lease<'a> {
-    lender: &'a ReadConnections,
+    lender: &'a KeptConnections,
     connection: Option<Connection>,
     _permit: SemaphorePermit<'a>,
 }
 
 impl Lease<'_> {
     fn give_back(mut self) {
+        if !self.lender.keeps {
+            return;
+        }
         if let (Some(connection), Ok(mut idle)) = (self.connection.take(), self.lender.idle.lock()) {
             idle.push(connection);
         }
     }
 }
 
-impl ReadConnections {
-    /// Reads may hold up to half of `db`'s pool (at least one connection), and wait for
+impl KeptConnections {
+    /// Kept connections may be up to half of `db`'s pool (at least one), and wait for
     /// one as long as the pool's acquire timeout.
     pub fn new(db: &DatabaseConnection) -> Result<Self, DbErr> {
         let pool = match db.get_database_backend() {
@@ -106,11 +113,12 @@ impl ReadConnections {
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(permits),
             capacity: permits,
+            keeps: max_connections > 1,
             acquire_timeout,
         })
     }
 
-    /// How many connections reads may hold at once.
+    /// How many connections may be kept at once.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -122,10 +130,11 @@ impl ReadConnections {
         }
     }
 
-    /// Runs one read-only statement. When the connection, not the statement, fails (the
-    /// server may have closed it while it waited idle, here or in sqlx's pool, and that
-    /// shows in the statement or in setting the connection up) the statement runs again
-    /// on another: a read is safe to repeat.
+    /// Runs one statement, which must be safe to repeat (a read, or a write that finds
+    /// what an earlier run of it wrote). When the connection, not the statement, fails
+    /// (the server may have closed it while it waited idle, here or in sqlx's pool, and
+    /// that shows in the statement or in setting the connection up) the statement runs
+    /// again on another.
     pub async fn query_all(&self, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
         let mut attempt = 1;
         loop {
@@ -135,7 +144,7 @@ impl ReadConnections {
             };
             match answer {
                 Err(err) if attempt < MAX_ATTEMPTS && is_broken_connection(&err) => {
-                    tracing::debug!(attempt, error = %err, "a read connection failed, retrying on another");
+                    tracing::debug!(attempt, error = %err, "a kept connection failed, retrying on another");
                     attempt += 1;
                 }
                 answer => return answer,
@@ -153,7 +162,9 @@ impl ReadConnections {
             let connection = match idle {
                 Some(connection) => connection,
                 None => match &self.pool {
-                    Pool::Postgres(pool) => Connection::Postgres(read_connection(pool).await?, Instant::now()),
+                    Pool::Postgres(pool) => {
+                        Connection::Postgres(pool.acquire().await.map_err(acquire_error)?, Instant::now())
+                    }
                     Pool::Sqlite(pool) => Connection::Sqlite(pool.acquire().await.map_err(acquire_error)?),
                 },
             };
@@ -193,16 +204,6 @@ async fn with_fresh_plans(connection: Connection) -> Result<Connection, DbErr> {
         }
         connection => Ok(connection),
     }
-}
-
-async fn read_connection(pool: &sqlx::PgPool) -> Result<PoolConnection<Postgres>, DbErr> {
-    let mut connection = pool.acquire().await.map_err(acquire_error)?;
-    connection.close_on_drop();
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut *connection)
-        .await
-        .map_err(|err| DbErr::Exec(RuntimeErr::SqlxError(err)))?;
-    Ok(connection)
 }
 
 fn acquire_error(err: sqlx::Error) -> DbErr {
