@@ -23,7 +23,7 @@ use crate::{
     },
     auth::Authenticator,
     service::{Audit, ChangeFeed, Directory, Grants},
-    storage::{self, DatabaseConnection},
+    storage::{self, DatabaseConnection, StatementLog},
 };
 
 /// How often the SQLite WAL is checkpointed: a quarter second of 1,000-permission adds
@@ -55,6 +55,8 @@ pub struct ServerOptions {
     pub watch_buffer: usize,
     /// Connections for the change feed and the health probe; the request pool when absent.
     pub background_db: Option<DatabaseConnection>,
+    /// Told the text of every statement requests send (tests count them).
+    pub statement_log: Option<StatementLog>,
 }
 
 impl ServerOptions {
@@ -71,6 +73,7 @@ impl ServerOptions {
             watch_poll_interval: Duration::from_millis(100),
             watch_buffer: 4_096,
             background_db: None,
+            statement_log: None,
         }
     }
 }
@@ -110,7 +113,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 
 /// Serves on `listener` until `shutdown` resolves; in-flight requests then finish.
 pub async fn serve(
-    db: DatabaseConnection,
+    mut db: DatabaseConnection,
     listener: TcpListener,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
@@ -121,9 +124,16 @@ pub async fn serve(
     // busy request pool neither delays it nor passes for an unreachable database.
     let background = options.background_db.clone().unwrap_or_else(|| db.clone());
     let feed = ChangeFeed::start(background.clone(), options.watch_poll_interval, options.watch_buffer).await?;
-    let writes = storage::writer(&db).await?;
+    let log = options.statement_log.clone();
+    if let Some(log) = &log {
+        storage::log_statements(&mut db, log);
+    }
+    let mut writes = storage::writer(&db).await?;
+    if let Some(log) = &log {
+        storage::log_statements(&mut writes, log);
+    }
     let grants = InterceptedService::new(
-        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone(), writes.clone())?))
+        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone(), writes.clone(), log)?))
             .max_decoding_message_size(limit),
         auth.clone(),
     );

@@ -137,6 +137,66 @@ async fn pool_exhausted_answers_unavailable_instead_of_hanging() {
     println!("pool: {report:?}; took {:?}", started.elapsed());
 }
 
+/// With a pool of one connection, checks and one-statement adds must not keep that
+/// connection for themselves: the transactions and reads after them need it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_of_one_serves_checks_adds_and_transactions_in_turn() {
+    let mut databases = vec![("sqlite", TestDatabase::sqlite())];
+    if let Some(postgres) = TestDatabase::postgres("t_consistency_faults_pool_of_one").await {
+        databases.push(("postgres", postgres));
+    }
+    for (backend, database) in databases {
+        let secret = SecretFile::new();
+        let flags = ["--db-max-connections", "1", "--db-acquire-timeout-ms", "2000"];
+        let server = Grantd::start("pool-of-one", &database.url, &secret, &flags).await;
+        let mut clients = Clients::admin(server.channel());
+        let fixture = workload::seed(&clients, "one", 1, 1, 1).await;
+        let (org, user, permission) = (&fixture.orgs[0], &fixture.users[0], &fixture.permissions[0].0);
+        let epoch = Instant::now();
+        let check = pb::CheckPermissionRequest {
+            organization_id: org.clone(),
+            user_id: user.clone(),
+            permission: Some(Permission::PermissionId(permission.clone())),
+            resource: Some(pb::Resource { r#type: "folder".into(), id: "f1".into() }),
+            at_least_revision: 0,
+        };
+        for round in 0..3 {
+            let allowed = clients.grants.check_permission(check.clone()).await;
+            assert!(allowed.is_ok(), "{backend} round {round}: check: {allowed:?}");
+            let resource = ("folder".to_owned(), "f1".to_owned());
+            let added = workload::add_permissions(
+                &mut clients,
+                org,
+                user,
+                vec![permission.clone()],
+                resource,
+                format!("one-add-{round}"),
+                epoch,
+                0,
+            )
+            .await;
+            assert!(added.outcome.is_ok(), "{backend} round {round}: add: {added:?}");
+            let member = format!("one|late-{round}");
+            let joined =
+                workload::add_member(&mut clients, org, &member, format!("one-join-{round}"), HANG, epoch, 0).await;
+            assert!(
+                joined.outcome.is_ok(),
+                "{backend} round {round}: a transaction after a check and an add: {joined:?}"
+            );
+            let listed = clients
+                .directory
+                .list_organization_members(pb::ListOrganizationMembersRequest {
+                    organization_id: org.clone(),
+                    ..Default::default()
+                })
+                .await;
+            assert!(listed.is_ok(), "{backend} round {round}: list: {listed:?}");
+        }
+        let allowed = clients.grants.check_permission(check).await.expect("final check").into_inner();
+        assert!(allowed.allowed, "{backend}: the grant added in the rounds must be seen");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // (b) connections killed, database unreachable, database back
 

@@ -633,6 +633,9 @@ async fn batch_writes_send_the_same_statements_for_1000_permissions_as_for_1(ser
         remove_one.len(),
         remove_thousand.len()
     );
+    for (rpc, sent) in [("AddUserPermissions", &add_one), ("RemoveUserPermissions", &remove_one)] {
+        assert!(!sent.is_empty(), "{rpc} sent no statement the log saw");
+    }
     // The same texts, not only as many: a text that grows with the batch is parsed and
     // planned anew for every size and meets the database's parameter limit.
     assert_eq!(add_one, add_thousand, "AddUserPermissions must send one statement text whatever the batch size");

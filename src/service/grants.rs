@@ -24,7 +24,7 @@ use crate::{
         model::{ChangeKind, Grant},
     },
     storage::{
-        self, DatabaseConnection, KeptConnections, Lock,
+        self, DatabaseConnection, KeptConnections, Lock, StatementLog,
         changes::NewChange,
         checks::{Check, PermissionKey},
         grants::{GrantKey, ResourceFilter, Selection, Target},
@@ -107,8 +107,10 @@ fn revocation_events(keys: Vec<GrantKey>) -> Vec<NewChange> {
 }
 
 impl Grants {
-    pub fn new(db: DatabaseConnection, writes: DatabaseConnection) -> Result<Self> {
-        let kept = Arc::new(KeptConnections::new(&db)?);
+    /// Reads on `db`, writes on `writes`; `log`, when given, hears every statement of the
+    /// connections kept for checks and adds.
+    pub fn new(db: DatabaseConnection, writes: DatabaseConnection, log: Option<StatementLog>) -> Result<Self> {
+        let kept = Arc::new(KeptConnections::new(&db, log)?);
         let add_groups = storage::is_sqlite(&db).then(|| AddGroups::new(writes.clone()));
         Ok(Self { db, writes, checks: CheckQueue::new(Arc::clone(&kept)), kept, add_groups })
     }

@@ -32,7 +32,7 @@ use sea_query_binder::SqlxValues;
 use sqlx::{Connection as _, Postgres, Sqlite, pool::PoolConnection};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{connect::pool_limits, error::is_broken_connection};
+use super::{StatementLog, connect::pool_limits, error::is_broken_connection};
 
 /// One attempt per connection a restarted server may have closed, within reason.
 const MAX_ATTEMPTS: u32 = 5;
@@ -56,6 +56,7 @@ pub struct KeptConnections {
     /// Whether connections are kept between statements at all (not with a pool of one).
     keeps: bool,
     acquire_timeout: Duration,
+    log: Option<StatementLog>,
 }
 
 impl fmt::Debug for KeptConnections {
@@ -100,7 +101,7 @@ impl Lease<'_> {
 impl KeptConnections {
     /// Kept connections may be up to half of `db`'s pool (at least one), and wait for
     /// one as long as the pool's acquire timeout.
-    pub fn new(db: &DatabaseConnection) -> Result<Self, DbErr> {
+    pub fn new(db: &DatabaseConnection, log: Option<StatementLog>) -> Result<Self, DbErr> {
         let pool = match db.get_database_backend() {
             DatabaseBackend::Postgres => Pool::Postgres(db.get_postgres_connection_pool().clone()),
             DatabaseBackend::Sqlite => Pool::Sqlite(db.get_sqlite_connection_pool().clone()),
@@ -115,6 +116,7 @@ impl KeptConnections {
             capacity: permits,
             keeps: max_connections > 1,
             acquire_timeout,
+            log,
         })
     }
 
@@ -177,6 +179,9 @@ impl KeptConnections {
 }
 
 async fn run(mut lease: Lease<'_>, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+    if let Some(log) = &lease.lender.log {
+        log(&statement.sql);
+    }
     let values = SqlxValues(statement.values.clone().unwrap_or(Values(Vec::new())));
     let rows = match lease.connection.as_mut() {
         Some(Connection::Postgres(connection, _)) => sqlx::query_with(&statement.sql, values)

@@ -25,6 +25,15 @@ pub use kept::KeptConnections;
 pub use lock::Lock;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
+/// Told the text of each statement sent (see [`log_statements`] and [`KeptConnections`]).
+pub type StatementLog = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Tells `log` the text of every statement `db` sends from now on.
+pub fn log_statements(db: &mut DatabaseConnection, log: &StatementLog) {
+    let log = std::sync::Arc::clone(log);
+    db.set_metric_callback(move |info| log(&info.statement.sql));
+}
+
 /// Whether `db` is an embedded SQLite database: one writer at a time.
 pub fn is_sqlite(db: &DatabaseConnection) -> bool {
     ConnectionTrait::get_database_backend(db) == sea_orm::DatabaseBackend::Sqlite

@@ -177,14 +177,10 @@ impl TestServer {
         dir: Option<tempfile::TempDir>,
         tune: impl FnOnce(&mut ServerOptions),
     ) -> Self {
-        let mut db = storage::connect(&database_url, &PoolOptions::default()).await.expect("connect");
+        let db = storage::connect(&database_url, &PoolOptions::default()).await.expect("connect");
         storage::migrate_up(&db).await.expect("migrate");
         let statements = Arc::new(Mutex::new(Vec::new()));
         let log = statements.clone();
-        db.set_metric_callback(move |info| {
-            let digest = BuildHasherDefault::<DefaultHasher>::default().hash_one(&info.statement.sql);
-            log.lock().expect("statement log").push(digest);
-        });
 
         let secret_dir = tempfile::tempdir().expect("temp dir");
         let secret_file = secret_dir.path().join("hs256.secret");
@@ -193,6 +189,10 @@ impl TestServer {
         let verifier = Verifier::new(keys, None, None).expect("verifier");
         let mut options = ServerOptions::new(Authenticator::Tokens(Arc::new(verifier)));
         options.watch_poll_interval = std::time::Duration::from_millis(20);
+        options.statement_log = Some(Arc::new(move |sql: &str| {
+            let digest = BuildHasherDefault::<DefaultHasher>::default().hash_one(sql);
+            log.lock().expect("statement log").push(digest);
+        }));
         // Tests fire bursts at a debug build on a shared machine; only the load-shedding
         // test is about being refused, and it sets its own limits.
         options.queue_timeout = std::time::Duration::from_secs(30);
