@@ -69,8 +69,9 @@ pub struct StatementAdd {
     pub revision: Revision,
 }
 
-/// Grants `ids` and `names` on `target` in one statement, retrying conflicts as
-/// [`tx::write`] does. A retry after a connection broke mid-statement is safe: a grant
+/// Grants `ids` and `names` on `target` in one statement on one of the `kept` connections
+/// (no test round trip when it is done; `db` only sizes the retries), retrying conflicts
+/// as [`tx::write`] does. A retry after a connection broke mid-statement is safe: a grant
 /// already written reads as already held, and its event is not written twice.
 pub async fn add_postgres(
     db: &DatabaseConnection,
