@@ -73,10 +73,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot open the database")?;
     storage::migrate_up(&db).await.context("cannot migrate the database")?;
-    let background_pool = PoolOptions { max_connections: 2, ..args.database.pool_options() };
-    let background_db = storage::connect(&args.database.database_url, &background_pool)
-        .await
-        .context("cannot open the database for background work")?;
+    // A second `connect` to an in-memory SQLite URL would open a second, empty database;
+    // the request pool's connections share one, so background work uses them.
+    let background_db = if storage::is_in_memory(&args.database.database_url) {
+        None
+    } else {
+        let background_pool = PoolOptions { max_connections: 2, ..args.database.pool_options() };
+        let background = storage::connect(&args.database.database_url, &background_pool)
+            .await
+            .context("cannot open the database for background work")?;
+        Some(background)
+    };
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let options = ServerOptions {
         max_message_bytes: args.max_message_bytes,
@@ -85,7 +92,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         queue_timeout: Duration::from_millis(args.queue_timeout_ms),
         watch_poll_interval: Duration::from_millis(args.watch_poll_ms.max(1)),
-        background_db: Some(background_db),
+        background_db,
         tls,
         ..ServerOptions::new(authenticator)
     };

@@ -34,6 +34,12 @@ pub fn log_statements(db: &mut DatabaseConnection, log: &StatementLog) {
     db.set_metric_callback(move |info| log(&info.statement.sql));
 }
 
+/// Whether `url` names an in-memory SQLite database, which lives as long as the pool
+/// that opened it and is seen by that pool's connections only.
+pub fn is_in_memory(url: &str) -> bool {
+    url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory"))
+}
+
 /// Whether `db` is an embedded SQLite database: one writer at a time.
 pub fn is_sqlite(db: &DatabaseConnection) -> bool {
     ConnectionTrait::get_database_backend(db) == sea_orm::DatabaseBackend::Sqlite
