@@ -36,7 +36,7 @@ use std::{
 };
 
 use common::hold_membership_lock;
-use grantd::api::pb::{self, check_permission_request::Permission};
+use grantd::api::pb;
 use invariants::{CallRecord, Policy, Snapshot};
 use process::{Clients, Grantd, SecretFile, TestDatabase, exec, terminate_backends, wait_for_lock_waiter, wait_health};
 use rand::{SeedableRng, rngs::StdRng};
@@ -153,13 +153,7 @@ async fn a_pool_of_one_serves_checks_adds_and_transactions_in_turn() {
         let fixture = workload::seed(&clients, "one", 1, 1, 1).await;
         let (org, user, permission) = (&fixture.orgs[0], &fixture.users[0], &fixture.permissions[0].0);
         let epoch = Instant::now();
-        let check = pb::CheckPermissionRequest {
-            organization_id: org.clone(),
-            user_id: user.clone(),
-            permission: Some(Permission::PermissionId(permission.clone())),
-            resource: Some(pb::Resource { r#type: "folder".into(), id: "f1".into() }),
-            at_least_revision: 0,
-        };
+        let check = workload::check_request(org, user, permission, ("folder".into(), "f1".into()));
         for round in 0..3 {
             let allowed = clients.grants.check_permission(check.clone()).await;
             assert!(allowed.is_ok(), "{backend} round {round}: check: {allowed:?}");
@@ -636,13 +630,7 @@ async fn checks_answer_after_postgres_ended_every_session() {
     )
     .await;
     assert!(added.outcome.is_ok(), "{added:?}");
-    let check = pb::CheckPermissionRequest {
-        organization_id: org.clone(),
-        user_id: user.clone(),
-        permission: Some(Permission::PermissionId(permission.clone())),
-        resource: Some(pb::Resource { r#type: resource.0, id: resource.1 }),
-        at_least_revision: 0,
-    };
+    let check = workload::check_request(org, user, permission, resource);
     for round in 0..3 {
         // Concurrent checks, so that more than one connection is kept between checks.
         let answers = futures::future::join_all((0..4).map(|_| {

@@ -11,7 +11,7 @@ mod workload;
 
 use std::time::{Duration, Instant};
 
-use grantd::api::pb::{self, check_permission_request::Permission};
+use grantd::api::pb;
 use process::{Clients, Grantd, SecretFile};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,13 +34,7 @@ async fn an_in_memory_sqlite_database_serves_writes_and_reads() {
     )
     .await;
     assert!(added.outcome.is_ok(), "add: {added:?}");
-    let check = pb::CheckPermissionRequest {
-        organization_id: org.clone(),
-        user_id: user.clone(),
-        permission: Some(Permission::PermissionId(permission.clone())),
-        resource: Some(pb::Resource { r#type: "folder".into(), id: "f1".into() }),
-        at_least_revision: 0,
-    };
+    let check = workload::check_request(org, user, permission, ("folder".into(), "f1".into()));
     let answer = clients.grants.check_permission(check).await.expect("check").into_inner();
     assert!(answer.allowed, "the grant just added must be seen: {answer:?}");
     let changes = tokio::time::timeout(

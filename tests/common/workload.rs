@@ -269,6 +269,22 @@ pub async fn add_permissions(
     }
 }
 
+/// CheckPermission of `permission_id` for `user` on `resource` (`(type, id)`) in `org`.
+pub fn check_request(
+    org: &str,
+    user: &str,
+    permission_id: &str,
+    resource: (String, String),
+) -> pb::CheckPermissionRequest {
+    pb::CheckPermissionRequest {
+        organization_id: org.to_owned(),
+        user_id: user.to_owned(),
+        permission: Some(pb::check_permission_request::Permission::PermissionId(permission_id.to_owned())),
+        resource: Some(pb::Resource { r#type: resource.0, id: resource.1 }),
+        at_least_revision: 0,
+    }
+}
+
 /// Sends AddUserToOrganization and records it.
 pub async fn add_member(
     clients: &mut Clients,
