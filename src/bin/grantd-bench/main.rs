@@ -8,6 +8,7 @@
 
 mod load;
 mod sqlite_ceiling;
+mod transport;
 
 use std::{
     collections::BTreeMap,
@@ -29,11 +30,10 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
 };
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::load::Clients;
+use crate::{load::Clients, transport::H2Channel};
 
 /// The load generator must not be the bottleneck: mimalloc, as grantd itself.
 #[global_allocator]
@@ -160,7 +160,7 @@ impl Interceptor for Bearer {
     }
 }
 
-type Authed = InterceptedService<Channel, Bearer>;
+type Authed = InterceptedService<H2Channel, Bearer>;
 
 /// One seeded AddUserPermissions call: a user holding `permissions` (indices into the
 /// catalog, from 0) on one resource.
@@ -209,7 +209,10 @@ async fn main() -> anyhow::Result<()> {
     // Seeding has a connection of its own, closed when seeding ends: the runs below open
     // --connections of theirs, and only those are open while they run.
     let Clients { channel, grants, .. } = load::connect(&args.addr, &bearer).await?;
-    let directory = DirectoryServiceClient::with_interceptor(channel, bearer.clone());
+    let directory = DirectoryServiceClient::with_origin(
+        InterceptedService::new(channel, bearer.clone()),
+        load::origin(&args.addr)?,
+    );
 
     let started = Instant::now();
     let plan = seed(&args, directory, grants).await.context("seeding failed")?;
