@@ -116,3 +116,33 @@ pub async fn add_postgres(
             .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bench/sql/add.sql, pgbench's ceiling for `add`, must be this statement with pgbench
+    /// expressions in place of the parameters, or the ceiling measures something else.
+    #[test]
+    fn the_add_ceiling_runs_the_statement_grantd_sends() {
+        let file = include_str!("../../bench/sql/add.sql");
+        let ceiling: Vec<&str> =
+            file.lines().filter(|line| !line.starts_with("--") && !line.starts_with('\\')).collect();
+        // From $10 down, so that $1 does not also rewrite the start of $10.
+        let parameters = [
+            ("$10", "1::smallint"),
+            ("$9", "gen_random_uuid()::text"),
+            ("$8", ":org"),
+            ("$7", "now()"),
+            ("$6", "ARRAY[:perm]"),
+            ("$5", "'{}'"),
+            ("$4", "('c' || :client_id::text || '-' || :r::text)"),
+            ("$3", ":rtype"),
+            ("$2", "('ceiling-u' || :u::text)"),
+            ("$1", ":org"),
+        ];
+        let grantd =
+            parameters.iter().fold(POSTGRES_ADD.to_owned(), |sql, (parameter, value)| sql.replace(parameter, value));
+        assert_eq!(ceiling.join("\n").trim().trim_end_matches(';'), grantd);
+    }
+}
