@@ -14,7 +14,6 @@ use std::{
 use anyhow::Context;
 use grantd::api::pb::grant_service_client::GrantServiceClient;
 use tokio::sync::{Barrier, oneshot};
-use tonic::service::interceptor::InterceptedService;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::{Args, Authed, Bearer, Plan, Report, TaskResult, call, deadline_and_limit, transport::H2Channel};
@@ -27,21 +26,12 @@ pub struct Clients {
     pub health: HealthClient<H2Channel>,
 }
 
-/// Where the calls go: the scheme and authority of every request's URI.
-pub fn origin(addr: &str) -> anyhow::Result<http::Uri> {
-    format!("http://{addr}").parse().with_context(|| format!("{addr} is not a host:port"))
-}
-
 /// Opens one HTTP/2 connection to `addr`.
 pub async fn connect(addr: &str, bearer: &Bearer) -> anyhow::Result<Clients> {
-    let origin = origin(addr)?;
     let channel = H2Channel::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
     Ok(Clients {
-        grants: GrantServiceClient::with_origin(
-            InterceptedService::new(channel.clone(), bearer.clone()),
-            origin.clone(),
-        ),
-        health: HealthClient::with_origin(channel.clone(), origin),
+        grants: GrantServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        health: HealthClient::new(channel.clone()),
         channel,
     })
 }

@@ -209,10 +209,7 @@ async fn main() -> anyhow::Result<()> {
     // Seeding has a connection of its own, closed when seeding ends: the runs below open
     // --connections of theirs, and only those are open while they run.
     let Clients { channel, grants, .. } = load::connect(&args.addr, &bearer).await?;
-    let directory = DirectoryServiceClient::with_origin(
-        InterceptedService::new(channel, bearer.clone()),
-        load::origin(&args.addr)?,
-    );
+    let directory = DirectoryServiceClient::with_interceptor(channel, bearer.clone());
 
     let started = Instant::now();
     let plan = seed(&args, directory, grants).await.context("seeding failed")?;

@@ -17,6 +17,7 @@ use std::{
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use http::uri::{Authority, Scheme, Uri};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tokio::net::TcpStream;
@@ -28,11 +29,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone)]
 pub struct H2Channel {
     send: h2::client::SendRequest<Bytes>,
+    /// `addr`: the `:authority` of every request, as tonic's `Channel` sets its origin.
+    authority: Authority,
 }
 
 impl H2Channel {
-    /// Connects to `addr` and drives the connection on the current runtime.
+    /// Connects to `addr` (`host:port`) and drives the connection on the current runtime.
     pub async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let authority: Authority = addr.parse().with_context(|| format!("{addr} is not a host:port"))?;
         let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
             .await
             .context("timed out")?
@@ -44,7 +48,7 @@ impl H2Channel {
                 eprintln!("connection closed: {err}");
             }
         });
-        Ok(Self { send })
+        Ok(Self { send, authority })
     }
 }
 
@@ -58,9 +62,13 @@ impl tower::Service<http::Request<Body>> for H2Channel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let send = self.send.clone();
+        let (send, authority) = (self.send.clone(), self.authority.clone());
         Box::pin(async move {
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            let mut uri = parts.uri.into_parts();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority);
+            parts.uri = Uri::from_parts(uri)?;
             // A unary request's body is its one encoded message, ready at once.
             let message = body.collect().await?.to_bytes();
             let mut send = send.ready().await?;
