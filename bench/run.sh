@@ -79,7 +79,7 @@ bench() { # backend run args...
     sed "s/^{/{\"tool\":\"grantd-bench\",\"backend\":\"$backend\",\"run\":$run,/" | tee -a "$RESULTS" >&2
 }
 # Values bench/sql/seed.sql created, bound as parameters like grantd's own.
-CEILING_VARIABLES=(-D org=ceiling -D rtype=bench_doc -D otype=organization -D perm=ceiling-p0)
+CEILING_VARIABLES=(-D org=ceiling -D rtype=bench_doc -D otype=organization -D "ids={}" -D "perms={ceiling-p0}")
 ceiling() { # run script clients
   local tps
   # grantd's write connections plan each statement once (generic plans), so does pgbench.

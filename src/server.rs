@@ -124,12 +124,10 @@ pub async fn serve(
     // busy request pool neither delays it nor passes for an unreachable database.
     let background = options.background_db.clone().unwrap_or_else(|| db.clone());
     let feed = ChangeFeed::start(background.clone(), options.watch_poll_interval, options.watch_buffer).await?;
+    let mut writes = storage::writer(&db).await?;
     let log = options.statement_log.clone();
     if let Some(log) = &log {
         storage::log_statements(&mut db, log);
-    }
-    let mut writes = storage::writer(&db).await?;
-    if let Some(log) = &log {
         storage::log_statements(&mut writes, log);
     }
     let grants = InterceptedService::new(

@@ -12,7 +12,7 @@ use crate::domain::{Actor, Error, Result, Revision, model::ChangeKind};
 
 /// The steps of the transactional add, in the same order and with the same locks: the
 /// membership row FOR UPDATE; the listed permissions FOR KEY SHARE (ids, then names
-/// joined with the catalog, as `permissions::resolve` looks them up), in request order
+/// looked up in the catalog, as `permissions::resolve` looks them up), in request order
 /// without duplicates; the grants, inserted only when the user is a member and every
 /// listed permission exists; the counter bumped by the number inserted and one event per
 /// grant, at consecutive revisions in the order PostgreSQL inserted them, which follows
@@ -28,8 +28,9 @@ use crate::domain::{Actor, Error, Result, Revision, model::ChangeKind};
 pub const POSTGRES_ADD: &str = "WITH member AS (SELECT 1 FROM memberships \
        WHERE organization_id = $1 AND user_id = $2 FOR UPDATE), \
      listed AS (SELECT listed.id, listed.ord FROM unnest($5::uuid[]) WITH ORDINALITY AS listed(id, ord) \
-       UNION ALL SELECT named.id, cardinality($5::uuid[]) + listed.ord FROM permissions named \
-       JOIN unnest($6::text[]) WITH ORDINALITY AS listed(name, ord) ON named.name = listed.name), \
+       UNION ALL SELECT named.id, cardinality($5::uuid[]) + listed.ord \
+       FROM unnest($6::text[]) WITH ORDINALITY AS listed(name, ord) \
+       CROSS JOIN LATERAL (SELECT id FROM permissions WHERE name = listed.name LIMIT 1) named), \
      resolved AS (SELECT p.id, p.name, min(listed.ord) AS ord FROM listed CROSS JOIN LATERAL \
        (SELECT id, name FROM permissions WHERE id = listed.id FOR KEY SHARE) p GROUP BY p.id, p.name), \
      complete AS (SELECT EXISTS (SELECT 1 FROM member) \
@@ -134,8 +135,8 @@ mod tests {
             ("$9", "gen_random_uuid()::text"),
             ("$8", ":org"),
             ("$7", "now()"),
-            ("$6", "ARRAY[:perm]"),
-            ("$5", "'{}'"),
+            ("$6", ":perms"),
+            ("$5", ":ids"),
             ("$4", "('c' || :client_id::text || '-' || :r::text)"),
             ("$3", ":rtype"),
             ("$2", "('ceiling-u' || :u::text)"),

@@ -29,13 +29,15 @@ pub async fn resolve(conn: &impl ConnectionTrait, ids: &[Uuid], names: &[&str]) 
             backend,
             // Not `id = ANY($1) OR name = ANY($2)`: under a generic plan that filter
             // compares every catalog row with every listed name (12 ms for 1,000 names
-            // over 1,000 permissions). Not `p.id IN (SELECT ...)` either: estimating ten
-            // rows per array, the generic plan read the whole catalog into a hash (1.1 ms
-            // over 3,400 permissions). LATERAL probes the key once per listed permission.
+            // over 1,000 permissions). Not `p.id IN (SELECT ...)` nor a join of the names
+            // with the catalog either: estimating ten rows per array, the generic plan
+            // read the whole catalog into a hash (1.1 ms over 3,400 permissions). LATERAL
+            // probes a key once per listed permission; the name's `LIMIT 1` (names are
+            // unique) keeps PostgreSQL from flattening that probe back into such a join.
             "SELECT p.id, p.name, p.description, p.created_at \
              FROM (SELECT wanted FROM unnest($1::uuid[]) AS wanted \
-               UNION ALL SELECT named.id FROM permissions named \
-               JOIN unnest($2::text[]) AS wanted(name) ON named.name = wanted.name) AS listed(id) \
+               UNION ALL SELECT named.id FROM unnest($2::text[]) AS wanted(name) \
+               CROSS JOIN LATERAL (SELECT id FROM permissions WHERE name = wanted.name LIMIT 1) named) AS listed(id) \
              CROSS JOIN LATERAL (SELECT * FROM permissions WHERE id = listed.id FOR KEY SHARE) p",
             [ids.to_vec().into(), names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>().into()],
         ),
