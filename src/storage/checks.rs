@@ -1,9 +1,10 @@
 //! The CheckPermission read: many checks in one statement, and one snapshot.
 //!
-//! Each check is the revision counter, left-joined with the organization, the permission
-//! (by id, or looked up by name), the grant on the resource and the org-wide grant, each
-//! an equality on a unique key, so each is an exact index probe however many grants
-//! exist (see BENCHMARKS.md, Growth, for the plans). The checks travel as one parameter
+//! Each check is the revision counter, left-joined with the permission (by id, or looked
+//! up by name), the grant on the resource and the org-wide grant, each an equality on a
+//! unique key, so each is an exact index probe however many grants exist (see
+//! BENCHMARKS.md, Growth, for the plans); the organization is looked up only for a check
+//! that no grant answers. The checks travel as one parameter
 //! whatever their number (PostgreSQL: arrays, `UNNEST`; SQLite: a JSON array,
 //! `json_each`), so the statement text never changes and stays prepared.
 //!
@@ -58,8 +59,17 @@ pub struct CheckRead {
 
 /// The resource's own grant wins over an org-wide one: it is the more specific answer.
 /// `wanted` is the list of checks, `position` each one's place in it, from 1.
+///
+/// A grant found proves its organization exists (grants reference memberships, which
+/// reference organizations), so only a check that found none looks the organization up,
+/// one key probe. Joined instead, PostgreSQL hashed the whole organizations table for
+/// every statement whenever its statistics put it at a few rows (analyzed while it held
+/// one organization, it was estimated at one row per page however many it then held).
 const COLUMNS: &str = "SELECT wanted.position, revision_counter.value AS revision, \
-     organizations.id AS organization_found, permissions.id AS permission_found, \
+     COALESCE(on_resource.organization_id, org_wide.organization_id, \
+       (SELECT organizations.id FROM organizations WHERE organizations.id = wanted.organization_id)) \
+       AS organization_found, \
+     permissions.id AS permission_found, \
      permissions.name AS permission_name, \
      COALESCE(on_resource.resource_type, org_wide.resource_type) AS resource_type, \
      COALESCE(on_resource.resource_id, org_wide.resource_id) AS resource_id, \
@@ -69,8 +79,7 @@ const COLUMNS: &str = "SELECT wanted.position, revision_counter.value AS revisio
 /// After `FROM wanted CROSS JOIN revision_counter`: the probes. The grant joins name all
 /// five columns of the primary key, the permission id included, so each is one exact
 /// probe. `{org_wide_type}` is the resource type of org-wide grants, a parameter.
-const JOINS: &str = "LEFT JOIN organizations ON organizations.id = wanted.organization_id \
-     LEFT JOIN permissions ON permissions.id = wanted.permission_id \
+const JOINS: &str = "LEFT JOIN permissions ON permissions.id = wanted.permission_id \
      LEFT JOIN grants AS on_resource ON on_resource.organization_id = wanted.organization_id \
        AND on_resource.user_id = wanted.user_id AND on_resource.resource_type = wanted.resource_type \
        AND on_resource.resource_id = wanted.resource_id AND on_resource.permission_id = wanted.permission_id \
