@@ -1,10 +1,9 @@
 //! The CheckPermission read: many checks in one statement, and one snapshot.
 //!
-//! Each check is the revision counter, left-joined with the permission (by id, or looked
-//! up by name), the grant on the resource and the org-wide grant, each an equality on a
-//! unique key, so each is an exact index probe however many grants exist (see
-//! BENCHMARKS.md, Growth, for the plans); the organization is looked up only for a check
-//! that no grant answers. The checks travel as one parameter whatever their number
+//! Each check is its permission (by id, or looked up by name), the revision counter, the
+//! grant on the resource and the org-wide grant, each an equality on a unique key, so
+//! each is an exact index probe however many grants exist (see BENCHMARKS.md, Growth, for
+//! the plans); the organization is looked up only for a check that no grant answers. The checks travel as one parameter whatever their number
 //! (PostgreSQL: arrays, `UNNEST`; SQLite: a JSON array, `json_each`), so the statement
 //! text never changes and stays prepared.
 //!
@@ -69,8 +68,8 @@ const COLUMNS: &str = "SELECT wanted.position, revision_counter.value AS revisio
      COALESCE(on_resource.organization_id, org_wide.organization_id, \
        (SELECT organizations.id FROM organizations WHERE organizations.id = wanted.organization_id)) \
        AS organization_found, \
-     permissions.id AS permission_found, \
-     permissions.name AS permission_name, \
+     CASE WHEN wanted.permission_name IS NOT NULL THEN wanted.permission_id END AS permission_found, \
+     wanted.permission_name, \
      COALESCE(on_resource.resource_type, org_wide.resource_type) AS resource_type, \
      COALESCE(on_resource.resource_id, org_wide.resource_id) AS resource_id, \
      COALESCE(on_resource.granted_at, org_wide.granted_at) AS granted_at, \
@@ -79,8 +78,7 @@ const COLUMNS: &str = "SELECT wanted.position, revision_counter.value AS revisio
 /// After `FROM wanted CROSS JOIN revision_counter`: the probes. The grant joins name all
 /// five columns of the primary key, the permission id included, so each is one exact
 /// probe. `{org_wide_type}` is the resource type of org-wide grants, a parameter.
-const JOINS: &str = "LEFT JOIN permissions ON permissions.id = wanted.permission_id \
-     LEFT JOIN grants AS on_resource ON on_resource.organization_id = wanted.organization_id \
+const JOINS: &str = "LEFT JOIN grants AS on_resource ON on_resource.organization_id = wanted.organization_id \
        AND on_resource.user_id = wanted.user_id AND on_resource.resource_type = wanted.resource_type \
        AND on_resource.resource_id = wanted.resource_id AND on_resource.permission_id = wanted.permission_id \
      LEFT JOIN grants AS org_wide ON org_wide.organization_id = wanted.organization_id \
@@ -88,14 +86,20 @@ const JOINS: &str = "LEFT JOIN permissions ON permissions.id = wanted.permission
        AND org_wide.resource_id = wanted.organization_id AND org_wide.permission_id = wanted.permission_id \
      WHERE revision_counter.id = 1";
 
-/// The list of checks, each with its permission id: given, or looked up by name. A
-/// materialized list, so that the permission is looked up once per check and the joins
-/// probe on a plain value (joined through `permissions.id` instead, PostgreSQL probed the
-/// grants on four columns and filtered the fifth). One array per field; sea-query binds
-/// no NULL inside an array, so a permission travels as text, with whether it is an id.
+/// The list of checks, each with its permission's id and name: one given, the other
+/// looked up by a key probe; the name is NULL when no permission has the given id, the id
+/// when none has the given name. A materialized list, so that the permission is looked up
+/// once per check and the joins probe on a plain value (joined through `permissions.id`
+/// instead, PostgreSQL probed the grants on four columns and filtered the fifth). Not
+/// joined with `permissions` either: the generic plan takes the list for ten checks, and
+/// against ten probes it hashed the whole catalog for every statement while the catalog
+/// held up to a few thousand permissions. One array per field; sea-query binds no NULL
+/// inside an array, so a permission travels as text, with whether it is an id.
 const POSTGRES_WANTED: &str = "SELECT position, organization_id, user_id, resource_type, resource_id, \
      CASE WHEN by_id THEN permission::uuid \
-       ELSE (SELECT named.id FROM permissions AS named WHERE named.name = listed.permission) END AS permission_id \
+       ELSE (SELECT named.id FROM permissions AS named WHERE named.name = listed.permission) END AS permission_id, \
+     CASE WHEN by_id THEN (SELECT named.name FROM permissions AS named WHERE named.id = listed.permission::uuid) \
+       ELSE listed.permission END AS permission_name \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[]) WITH ORDINALITY \
      AS listed (organization_id, user_id, resource_type, resource_id, permission, by_id, position)";
 
@@ -104,7 +108,10 @@ const POSTGRES_WANTED: &str = "SELECT position, organization_id, user_id, resour
 const SQLITE_WANTED: &str = "SELECT listed.key + 1 AS position, listed.value ->> 0 AS organization_id, \
      listed.value ->> 1 AS user_id, listed.value ->> 2 AS resource_type, listed.value ->> 3 AS resource_id, \
      CASE WHEN listed.value ->> 5 THEN unhex(listed.value ->> 4) \
-       ELSE (SELECT named.id FROM permissions AS named WHERE named.name = listed.value ->> 4) END AS permission_id \
+       ELSE (SELECT named.id FROM permissions AS named WHERE named.name = listed.value ->> 4) END AS permission_id, \
+     CASE WHEN listed.value ->> 5 \
+       THEN (SELECT named.name FROM permissions AS named WHERE named.id = unhex(listed.value ->> 4)) \
+       ELSE listed.value ->> 4 END AS permission_name \
      FROM json_each(?1) AS listed";
 
 fn sql(backend: DatabaseBackend) -> &'static str {
