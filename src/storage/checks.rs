@@ -3,9 +3,10 @@
 //! Each check is its permission (by id, or looked up by name), the revision counter, the
 //! grant on the resource and the org-wide grant, each an equality on a unique key, so
 //! each is an exact index probe however many grants exist (see BENCHMARKS.md, Growth, for
-//! the plans); the organization is looked up only for a check that no grant answers. The checks travel as one parameter whatever their number
-//! (PostgreSQL: arrays, `UNNEST`; SQLite: a JSON array, `json_each`), so the statement
-//! text never changes and stays prepared.
+//! the plans); the organization is looked up only for a check that no grant answers. The
+//! checks travel as one parameter whatever their number (PostgreSQL: arrays, `UNNEST`;
+//! SQLite: a JSON array, `json_each`), so the statement text never changes and stays
+//! prepared.
 //!
 //! Written out rather than built with sea-query: this is the hottest statement, and
 //! building it took about 4% of grantd's CPU time under a check load (perf).
