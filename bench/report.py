@@ -40,6 +40,22 @@ def summary(rows):
     }
 
 
+def bench_floor(results, bench, ceilings):
+    """The add floor at 1 client against pgbench and grantd, run by run."""
+    rows = [r for r in results if r.get("tool") == "floor"]
+    if not rows:
+        return ""
+    pgbench = {r["run"]: r["requests_per_s"] for r in ceilings.get(("add", 1), [])}
+    grantd = {r["run"]: r["requests_per_s"] for r in bench.get(("postgres", "add", 1, None), [])}
+    of_pgbench = [r["requests_per_s"] / pgbench[r["run"]] for r in rows if pgbench.get(r["run"])]
+    grantd_of = [grantd[r["run"]] / r["requests_per_s"] for r in rows if grantd.get(r["run"])]
+    s = summary(rows)
+    each = lambda ratios: ", ".join(f"{ratio:.2f}" for ratio in ratios)
+    return (f"- add, 1 client: {s['rps']:.0f}/s (p50 {s['p50']:.3f} ms, {s['errors']} errors); "
+            f"floor / pgbench {median(of_pgbench):.2f} (runs {each(of_pgbench)}); "
+            f"grantd / floor {median(grantd_of):.2f} (runs {each(grantd_of)})")
+
+
 def print_tables(results):
     bench = grouped(results, "grantd-bench", "backend", "scenario", "clients", "batch")
     ceilings = grouped(results, "pgbench", "scenario", "clients")
@@ -78,6 +94,11 @@ def print_tables(results):
                 p = median([r["requests_per_s"] for r in rows])
                 bound = 1 / (1 / p + 1 / h)
                 print(f"- {scenario}: {bound:.0f}/s, {bound / p:.2f} of pgbench's {p:.0f} tx/s")
+    floor = bench_floor(results, bench, ceilings)
+    if floor:
+        print("\nThe floor (grantd-bench floor-server: grantd's add statement bound straight from the request")
+        print("through tonic and sqlx alone), measured right after pgbench in each run:\n")
+        print(floor)
 
     sqlx = grouped(results, "sqlx-ceiling", "scenario", "clients")
     if sqlx:

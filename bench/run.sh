@@ -19,6 +19,7 @@ CEILING_CLIENTS="${CEILING_CLIENTS:-1 16 32 64}"   # pgbench stops at max_connec
 BATCHES="${BATCHES:-1,10,100,1000}"
 PG_PORT=50071
 SQLITE_PORT=50072
+FLOOR_PORT=50073
 OUT="${OUT:-target/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
 DB=grantd_bench
 PG_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable"
@@ -71,6 +72,12 @@ start_both
 
 psql -q -d "$DB" -f bench/sql/seed.sql
 
+# The floor for add: tonic and sqlx alone running grantd's add statement, on the seeded data.
+"$BENCH" floor-server --addr "127.0.0.1:$FLOOR_PORT" --floor-db "$PG_URL" 2>"$OUT/floor-server.log" &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+for _ in $(seq 1 50); do (: <"/dev/tcp/127.0.0.1/$FLOOR_PORT") 2>/dev/null && break; sleep 0.2; done
+
 # grantd-bench prints one JSON line per report; tag it with the backend and run.
 bench() { # backend run args...
   local backend=$1 run=$2 port=$PG_PORT; shift 2
@@ -98,6 +105,12 @@ sqlite_ceiling() { # run scenario clients
     sed "s/^{/{\"tool\":\"sqlx-ceiling\",\"backend\":\"sqlite\",\"run\":$1,/" | tee -a "$RESULTS" >&2
 }
 
+# At 1 client, right after pgbench's add: the floor (grantd-bench floor-server).
+floor() { # run
+  "$BENCH" floor --clients 1 --duration "$DURATION" --addr "127.0.0.1:$FLOOR_PORT" 2>/dev/null | grep '^{' |
+    sed "s/^{/{\"tool\":\"floor\",\"backend\":\"postgres\",\"run\":$1,/" | tee -a "$RESULTS" >&2
+}
+
 # Each ceiling runs right after grantd's own measurement at the same concurrency: the
 # machine's speed drifts by a factor of two from hour to hour (BENCHMARKS.md), and a
 # ceiling measured minutes apart from grantd measured the drift as much as grantd.
@@ -109,6 +122,7 @@ for run in $(seq 1 "$RUNS"); do
       bench postgres "$run" "$scenario" --clients "$c" --duration "$DURATION"
       if has_ceiling "$c"; then ceiling "$run" "$scenario" "$c"; fi
     done
+    if [ "$c" = 1 ]; then floor "$run"; fi
     bench sqlite "$run" check --clients "$c" --duration "$DURATION"
     bench sqlite "$run" add --clients "$c" --duration "$DURATION"
     if has_ceiling "$c"; then
@@ -128,8 +142,8 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 log "memory: fresh processes, idle and then under 256 clients"
-kill "$PG_PID" "$SQLITE_PID"
-wait "$PG_PID" "$SQLITE_PID" 2>/dev/null || true
+kill "$PG_PID" "$SQLITE_PID" "$FLOOR_PID"
+wait "$PG_PID" "$SQLITE_PID" "$FLOOR_PID" 2>/dev/null || true
 start_both
 sleep 2
 for backend in postgres sqlite; do

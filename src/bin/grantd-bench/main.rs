@@ -4,8 +4,10 @@
 //! runs one scenario with N concurrent tasks spread round-robin over M HTTP/2
 //! connections, and reports requests, errors by gRPC code, requests/s and latency
 //! percentiles as a table and as one JSON line. The `sqlite-ceiling` scenarios run no
-//! grantd: they measure what SQLite, through sqlx, allows for grantd's own statements.
+//! grantd: they measure what SQLite, through sqlx, allows for grantd's own statements;
+//! `floor-server` and `floor` measure what an add costs through tonic and sqlx alone.
 
+mod floor;
 mod load;
 mod sqlite_ceiling;
 mod transport;
@@ -92,6 +94,10 @@ struct Args {
     /// kept (default: a new file in the temporary directory, removed afterwards).
     #[arg(long)]
     ceiling_db: Option<PathBuf>,
+    /// floor-server: the PostgreSQL database to write to, one grantd has migrated and
+    /// bench/sql/seed.sql has seeded (postgres://...).
+    #[arg(long)]
+    floor_db: Option<String>,
 }
 
 impl Args {
@@ -126,6 +132,12 @@ enum Scenario {
     /// As sqlite-ceiling, with the whole transaction in one call (one round trip to
     /// sqlx's connection thread instead of eight).
     SqliteCeilingOneCall,
+    /// No grantd: serves AddUserPermissions on --addr with tonic and sqlx alone, grantd's
+    /// add statement on --floor-db bound straight from the request (see `floor`).
+    FloorServer,
+    /// AddUserPermissions as `add` sends it, to a floor-server, on the pgbench ceiling's
+    /// organization, members and permission (no seeding).
+    Floor,
 }
 
 impl Scenario {
@@ -145,6 +157,8 @@ impl Scenario {
             Scenario::Health => "health",
             Scenario::SqliteCeiling => "sqlite-ceiling",
             Scenario::SqliteCeilingOneCall => "sqlite-ceiling-one-call",
+            Scenario::FloorServer => "floor-server",
+            Scenario::Floor => "floor",
         }
     }
 }
@@ -183,6 +197,9 @@ struct Plan {
     /// remove-user: the users to remove, in order.
     doomed: Vec<String>,
     batch: usize,
+    /// add, add-batch and floor: the prefix of the resources they grant on, new to the
+    /// (organization, user) pairs they use.
+    fresh: String,
 }
 
 #[derive(Default)]
@@ -204,10 +221,28 @@ async fn main() -> anyhow::Result<()> {
         sqlite_ceiling::run(&args).await?.print(&args, 1);
         return Ok(());
     }
+    if args.scenario == Scenario::FloorServer {
+        let database = args.floor_db.as_deref().context("floor-server needs --floor-db")?;
+        return floor::serve(&args.addr, database).await;
+    }
     let token = args.token.as_deref().context("a token is needed: --token or GRANTD_TOKEN")?;
     let bearer = Bearer(format!("Bearer {}", token.trim()).parse().context("the token is not ASCII")?);
     // Seeding has a connection of its own, closed when seeding ends: the runs below open
     // --connections of theirs, and only those are open while they run.
+    if args.scenario == Scenario::Floor {
+        let plan = Plan {
+            org: floor::ORGANIZATION.into(),
+            catalog: vec![floor::PERMISSION.into()],
+            users: floor::members(),
+            seeded: Vec::new(),
+            singles: Vec::new(),
+            doomed: Vec::new(),
+            batch: 1,
+            fresh: format!("f{}", &uuid::Uuid::new_v4().simple().to_string()[..6]),
+        };
+        load::run(&args, &bearer, Arc::new(plan)).await?.print(&args, 1);
+        return Ok(());
+    }
     let Clients { channel, grants, .. } = load::connect(&args.addr, &bearer).await?;
     let directory = DirectoryServiceClient::with_interceptor(channel, bearer.clone());
 
@@ -224,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
 
     let batches = if args.scenario == Scenario::AddBatch { args.batch.clone() } else { vec![1] };
     for batch in batches {
-        let plan = Arc::new(Plan { batch, ..plan.clone() });
+        let plan = Arc::new(Plan { batch, fresh: format!("b{batch}"), ..plan.clone() });
         let report = load::run(&args, &bearer, plan).await?;
         report.print(&args, batch);
     }
@@ -326,7 +361,7 @@ async fn seed(
     } else {
         Vec::new()
     };
-    Ok(Plan { org, catalog, users, seeded, singles, doomed, batch: 1 })
+    Ok(Plan { org, catalog, users, seeded, singles, doomed, batch: 1, fresh: String::new() })
 }
 
 struct Report {
@@ -382,16 +417,16 @@ async fn call(clients: &mut Clients, plan: &Plan, scenario: Scenario, task: usiz
     };
     let client = &mut clients.grants;
     match scenario {
-        Scenario::Add | Scenario::AddBatch => {
+        Scenario::Add | Scenario::AddBatch | Scenario::Floor => {
             let user = &plan.users[n as usize % plan.users.len()];
-            let size = if scenario == Scenario::Add { 1 } else { plan.batch };
+            let size = if scenario == Scenario::AddBatch { plan.batch } else { 1 };
             client
                 .add_user_permissions(AddUserPermissionsRequest {
                     organization_id: plan.org.clone(),
                     user_id: user.clone(),
                     permission_ids: Vec::new(),
                     permission_names: plan.catalog[..size].to_vec(),
-                    resource: resource(format!("b{}-t{task}-n{n}", plan.batch)),
+                    resource: resource(format!("{}-t{task}-n{n}", plan.fresh)),
                 })
                 .await?;
         }
@@ -452,7 +487,9 @@ async fn call(clients: &mut Clients, plan: &Plan, scenario: Scenario, task: usiz
             clients.health.check(HealthCheckRequest { service: String::new() }).await?;
         }
         Scenario::Mixed => unreachable!("mixed picks check or add above"),
-        Scenario::SqliteCeiling | Scenario::SqliteCeilingOneCall => unreachable!("the ceilings call no grantd"),
+        Scenario::SqliteCeiling | Scenario::SqliteCeilingOneCall | Scenario::FloorServer => {
+            unreachable!("the ceilings and the floor server call no grantd")
+        }
     }
     Ok(())
 }
