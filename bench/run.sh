@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md: builds release binaries, starts grantd on PostgreSQL and on
 # SQLite, runs every grantd-bench scenario RUNS times (with, in the same run, pgbench
-# ceilings and grantd-bench's SQLite ceilings), then prints the table of medians and
-# renders the plots (bench/report.py).
+# ceilings, grantd-bench's SQLite ceilings and its floor for add at 1 client), then
+# prints the table of medians and renders the plots (bench/report.py).
 #
 #   bash bench/run.sh                 # full matrix, RUNS=3, about 25 minutes on 2 cores
 #   RUNS=1 DURATION=2s bash bench/run.sh   # a quick look
