@@ -40,6 +40,11 @@ def summary(rows):
     }
 
 
+def listed(ratios):
+    """Each run's ratio, in run order."""
+    return ", ".join(f"{ratio:.2f}" for ratio in ratios)
+
+
 def bench_floor(results, bench, ceilings):
     """The add floor at 1 client against pgbench and grantd, run by run."""
     rows = [r for r in results if r.get("tool") == "floor"]
@@ -50,10 +55,9 @@ def bench_floor(results, bench, ceilings):
     of_pgbench = [r["requests_per_s"] / pgbench[r["run"]] for r in rows if pgbench.get(r["run"])]
     grantd_of = [grantd[r["run"]] / r["requests_per_s"] for r in rows if grantd.get(r["run"])]
     s = summary(rows)
-    each = lambda ratios: ", ".join(f"{ratio:.2f}" for ratio in ratios)
     return (f"- add, 1 client: {s['rps']:.0f}/s (p50 {s['p50']:.3f} ms, {s['errors']} errors); "
-            f"floor / pgbench {median(of_pgbench):.2f} (runs {each(of_pgbench)}); "
-            f"grantd / floor {median(grantd_of):.2f} (runs {each(grantd_of)})")
+            f"floor / pgbench {median(of_pgbench):.2f} (runs {listed(of_pgbench)}); "
+            f"grantd / floor {median(grantd_of):.2f} (runs {listed(grantd_of)})")
 
 
 def print_tables(results):
@@ -82,8 +86,7 @@ def print_tables(results):
         p = median([r["requests_per_s"] for r in rows])
         by_run = {r["run"]: r["requests_per_s"] for r in rows}
         ratios = [r["requests_per_s"] / by_run[r["run"]] for r in grantd if by_run.get(r["run"])]
-        each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
-        print(f"| {scenario} | {clients} | {g:.0f} | {p:.0f} | {median(ratios):.2f} | {each} |")
+        print(f"| {scenario} | {clients} | {g:.0f} | {p:.0f} | {median(ratios):.2f} | {listed(ratios)} |")
     health = bench.get(("postgres", "health", 1, None))
     if health:
         h = summary(health)["rps"]

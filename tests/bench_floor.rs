@@ -2,51 +2,31 @@
 //! grantd's own add statement (each call one grant and its change event, as grantd's add
 //! writes them) and reports a parsable JSON line. Nothing here looks at how long anything took.
 
-// The shared helpers also re-export the protobuf types, which this test does not call.
-#[allow(unused_imports)]
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread,
     time::Duration,
 };
 
 use common::{Backend, TestServer};
-use sea_orm::{ConnectionTrait, Statement};
-
-/// Kills and reaps the floor server when the test ends, panicking or not.
-struct Floor(Child);
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn count(server: &TestServer, sql: &str) -> i64 {
-    let row = server
-        .db
-        .query_one(Statement::from_string(server.db.get_database_backend(), sql.to_owned()))
-        .await
-        .expect("count query")
-        .expect("one row");
-    row.try_get::<i64>("", "n").expect("count")
-}
+use process::{KillOnDrop, free_port};
+use sea_orm::ConnectionTrait;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_writes_grantds_add_through_tonic_and_sqlx() {
     // A migrated database (grantd's own start migrates it) with the ceilings' data.
     let Some(server) = TestServer::start(Backend::Postgres, "bench_floor::writes").await else { return };
     server.db.execute_unprepared(include_str!("../bench/sql/seed.sql")).await.expect("bench/sql/seed.sql");
-    let grants_before = count(&server, "SELECT count(*) AS n FROM grants WHERE organization_id = 'ceiling'").await;
-    let events_before = count(&server, "SELECT count(*) AS n FROM changes WHERE organization_id = 'ceiling'").await;
+    // Nothing but the floor writes from here on.
+    let grants_before = server.count_rows("grants").await;
+    let events_before = server.count_rows("changes").await;
 
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut floor = Floor(
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut floor = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_grantd-bench"))
             .args(["floor-server", "--addr", &addr, "--floor-db", server.database_url()])
             .stdin(Stdio::null())
@@ -85,8 +65,8 @@ async fn the_floor_writes_grantds_add_through_tonic_and_sqlx() {
     assert_eq!(line["requests"], 50, "{line}");
     assert_eq!(line["errors"], 0, "{line}");
 
-    let grants = count(&server, "SELECT count(*) AS n FROM grants WHERE organization_id = 'ceiling'").await;
-    let events = count(&server, "SELECT count(*) AS n FROM changes WHERE organization_id = 'ceiling'").await;
+    let grants = server.count_rows("grants").await;
+    let events = server.count_rows("changes").await;
     assert_eq!(grants - grants_before, 50, "each call grants one permission on a fresh resource");
     assert_eq!(events - events_before, 50, "and appends its change event");
 }

@@ -3,18 +3,21 @@
 //! by `grantd token` with that secret, and no start at all for PostgreSQL without a key.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
 use std::{
     fs::File,
     io::Read,
     net::SocketAddr,
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use common::{Bearer, proto as pb};
 use grantd::api::pb::directory_service_client::DirectoryServiceClient;
+use process::KillOnDrop;
 use tonic::{Code, service::interceptor::InterceptedService, transport::Channel};
 
 const GRANTD: &str = env!("CARGO_BIN_EXE_grantd");
@@ -209,16 +212,6 @@ fn grantd(dir: &Path) -> Command {
         command.env_remove(var);
     }
     command
-}
-
-/// Kills and reaps the child when dropped, even when the test panics.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs a command expected to exit by itself; kills it after 30 s.

@@ -32,6 +32,16 @@ use crate::common::{ADMIN, Authed, Bearer, TEST_SECRET, create_postgres_database
 /// How long a fresh process may take to migrate and answer health.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Kills and reaps the child when dropped, even when the test panics.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A free loopback port: bind port 0, note the port, let it go.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()

@@ -227,8 +227,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let token = args.token.as_deref().context("a token is needed: --token or GRANTD_TOKEN")?;
     let bearer = Bearer(format!("Bearer {}", token.trim()).parse().context("the token is not ASCII")?);
-    // Seeding has a connection of its own, closed when seeding ends: the runs below open
-    // --connections of theirs, and only those are open while they run.
     if args.scenario == Scenario::Floor {
         let plan = Plan {
             org: floor::ORGANIZATION.into(),
@@ -243,6 +241,8 @@ async fn main() -> anyhow::Result<()> {
         load::run(&args, &bearer, Arc::new(plan)).await?.print(&args, 1);
         return Ok(());
     }
+    // Seeding has a connection of its own, closed when seeding ends: the runs below open
+    // --connections of theirs, and only those are open while they run.
     let Clients { channel, grants, .. } = load::connect(&args.addr, &bearer).await?;
     let directory = DirectoryServiceClient::with_interceptor(channel, bearer.clone());
 
