@@ -137,11 +137,16 @@ fn read_secret(path: &Path) -> io::Result<Vec<u8>> {
     Ok(trimmed)
 }
 
-/// Where the generated secret of an embedded SQLite database lives: beside the file.
+/// Where the generated secret of an embedded SQLite database lives: beside the file. An
+/// in-memory database has no file, and a secret that outlived its data would keep its
+/// tokens valid for the next one.
 pub fn default_secret_path(database_url: &str) -> Option<PathBuf> {
+    if crate::storage::is_in_memory(database_url) {
+        return None;
+    }
     let path = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:"))?;
     let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path.contains(":memory:") {
+    if path.is_empty() {
         return None;
     }
     Some(PathBuf::from(format!("{path}.jwt-secret")))
@@ -174,4 +179,20 @@ pub fn load_or_create_secret(path: &Path) -> io::Result<bool> {
 /// The secret bytes of an HS256 secret file, for minting tokens.
 pub fn secret_bytes(path: &Path) -> io::Result<Vec<u8>> {
     read_secret(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_sqlite_file_gets_a_secret_beside_it() {
+        let beside = |url| default_secret_path(url).map(|path| path.display().to_string());
+        assert_eq!(beside("sqlite://grantd.db?mode=rwc").as_deref(), Some("grantd.db.jwt-secret"));
+        assert_eq!(beside("sqlite:/var/lib/grantd/grantd.db").as_deref(), Some("/var/lib/grantd/grantd.db.jwt-secret"));
+        assert_eq!(beside("sqlite::memory:"), None);
+        assert_eq!(beside("sqlite://grants?mode=memory"), None);
+        assert_eq!(beside("sqlite://"), None);
+        assert_eq!(beside("postgres://postgres@127.0.0.1/grantd"), None);
+    }
 }
