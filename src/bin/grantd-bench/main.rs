@@ -196,6 +196,7 @@ struct Plan {
     singles: Vec<(usize, usize)>,
     /// remove-user: the users to remove, in order.
     doomed: Vec<String>,
+    /// Permissions per add: the batch being measured for add-batch, 1 for every other add.
     batch: usize,
     /// add, add-batch and floor: the prefix of the resources they grant on, new to the
     /// (organization, user) pairs they use.
@@ -419,13 +420,12 @@ async fn call(clients: &mut Clients, plan: &Plan, scenario: Scenario, task: usiz
     match scenario {
         Scenario::Add | Scenario::AddBatch | Scenario::Floor => {
             let user = &plan.users[n as usize % plan.users.len()];
-            let size = if scenario == Scenario::AddBatch { plan.batch } else { 1 };
             client
                 .add_user_permissions(AddUserPermissionsRequest {
                     organization_id: plan.org.clone(),
                     user_id: user.clone(),
                     permission_ids: Vec::new(),
-                    permission_names: plan.catalog[..size].to_vec(),
+                    permission_names: plan.catalog[..plan.batch].to_vec(),
                     resource: resource(format!("{}-t{task}-n{n}", plan.fresh)),
                 })
                 .await?;
