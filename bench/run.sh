@@ -78,12 +78,14 @@ FLOOR_PID=$!
 PIDS+=("$FLOOR_PID")
 for _ in $(seq 1 50); do (: <"/dev/tcp/127.0.0.1/$FLOOR_PORT") 2>/dev/null && break; sleep 0.2; done
 
-# grantd-bench prints one JSON line per report; tag it with the backend and run.
+# grantd-bench prints one JSON line per report; tag it with the tool, backend and run.
+record() { # tool backend run < grantd-bench's output
+  grep '^{' | sed "s/^{/{\"tool\":\"$1\",\"backend\":\"$2\",\"run\":$3,/" | tee -a "$RESULTS" >&2
+}
 bench() { # backend run args...
   local backend=$1 run=$2 port=$PG_PORT; shift 2
   [ "$backend" = sqlite ] && port=$SQLITE_PORT
-  "$BENCH" "$@" --addr "127.0.0.1:$port" 2>/dev/null | grep '^{' |
-    sed "s/^{/{\"tool\":\"grantd-bench\",\"backend\":\"$backend\",\"run\":$run,/" | tee -a "$RESULTS" >&2
+  "$BENCH" "$@" --addr "127.0.0.1:$port" 2>/dev/null | record grantd-bench "$backend" "$run"
 }
 # Values bench/sql/seed.sql created, bound as parameters like grantd's own.
 CEILING_VARIABLES=(-D org=ceiling -D rtype=bench_doc -D otype=organization -D "ids={}" -D "perms={ceiling-p0}")
@@ -101,14 +103,14 @@ ceiling() { # run script clients
 # The SQLite ceiling: grantd's statements for `add` straight through sqlx, on the file of
 # the SQLite grantd (idle meanwhile), so both see a database of the same size.
 sqlite_ceiling() { # run scenario clients
-  "$BENCH" "$2" --clients "$3" --duration "$DURATION" --ceiling-db "$OUT/grantd.db" 2>/dev/null | grep '^{' |
-    sed "s/^{/{\"tool\":\"sqlx-ceiling\",\"backend\":\"sqlite\",\"run\":$1,/" | tee -a "$RESULTS" >&2
+  "$BENCH" "$2" --clients "$3" --duration "$DURATION" --ceiling-db "$OUT/grantd.db" 2>/dev/null |
+    record sqlx-ceiling sqlite "$1"
 }
 
 # At 1 client, right after pgbench's add: the floor (grantd-bench floor-server).
 floor() { # run
-  "$BENCH" floor --clients 1 --duration "$DURATION" --addr "127.0.0.1:$FLOOR_PORT" 2>/dev/null | grep '^{' |
-    sed "s/^{/{\"tool\":\"floor\",\"backend\":\"postgres\",\"run\":$1,/" | tee -a "$RESULTS" >&2
+  "$BENCH" floor --clients 1 --duration "$DURATION" --addr "127.0.0.1:$FLOOR_PORT" 2>/dev/null |
+    record floor postgres "$1"
 }
 
 # Each ceiling runs right after grantd's own measurement at the same concurrency: the
