@@ -113,7 +113,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GRANTD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// How often each process reads the change log for WatchChanges streams, in ms.
+    /// How often each process reads the change log while WatchChanges streams are open, in ms.
     #[arg(long, env = "GRANTD_WATCH_POLL_MS", default_value_t = 100)]
     pub watch_poll_ms: u64,
 

@@ -56,7 +56,10 @@ impl Metrics {
         let shed = IntCounter::new("requests_shed_total", "Requests refused with RESOURCE_EXHAUSTED by load shedding")?;
         let pool_connections = IntGauge::new("db_pool_connections", "Open database connections")?;
         let pool_idle = IntGauge::new("db_pool_idle_connections", "Idle database connections")?;
-        let latest_revision = IntGauge::new("latest_revision", "Latest committed revision seen by the change feed")?;
+        let latest_revision = IntGauge::new(
+            "latest_revision",
+            "Latest committed revision seen by the change feed (the committed one while nobody watches)",
+        )?;
         let watch_lag = IntGauge::new(
             "watch_lag_revisions",
             "Revisions committed in the database that this process's change feed has not read yet",
@@ -114,7 +117,14 @@ impl Metrics {
 
     async fn render(&self, db: &DatabaseConnection) -> String {
         match storage::changes::current_revision(db).await {
-            Ok(committed) => self.watch_lag.set((committed - self.latest_revision.get()).max(0)),
+            Ok(committed) => {
+                // The feed reads nothing while nobody watches (service::feed): it is behind
+                // on nothing either.
+                if self.watchers.get() == 0 {
+                    self.latest_revision.set(committed);
+                }
+                self.watch_lag.set((committed - self.latest_revision.get()).max(0));
+            }
             Err(err) => tracing::warn!(error = %err, "cannot read the committed revision for metrics"),
         }
         let (size, idle) = pool_state(db);

@@ -22,6 +22,11 @@ async fn requests_latencies_pool_and_revision_are_exported() {
         .await
         .expect_err("taken");
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
+
+    // While nobody watches, the feed reads nothing and is behind on nothing.
+    let metrics = scrape(address).await;
+    assert_eq!(sample(&metrics, "grantd_latest_revision "), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, "grantd_watch_lag_revisions "), Some(0.0), "{metrics}");
     let mut watch = server
         .audit()
         .watch_changes(pb::WatchChangesRequest { after_revision: 0, organization_id: String::new() })

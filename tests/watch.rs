@@ -15,6 +15,7 @@ backend_tests!(
     organization_filter_and_rights_apply_to_the_stream,
     a_watcher_that_falls_behind_is_told_where_to_resume,
     watchers_that_arrive_while_writes_go_on_miss_nothing,
+    a_watcher_after_a_quiet_stretch_gets_its_backlog_from_the_database,
     reads_honour_at_least_revision
 );
 
@@ -121,6 +122,25 @@ async fn watchers_that_arrive_while_writes_go_on_miss_nothing(server: TestServer
         }
         assert_eq!(seen, (1..=WRITES).collect::<Vec<_>>(), "every revision once, in order");
     }
+}
+
+/// While nobody watches, the feed sleeps and broadcasts nothing; the first watcher after
+/// many changes must get them from its replay, not as a burst through the feed's buffer
+/// (eight changes here), which it could not keep up with.
+async fn a_watcher_after_a_quiet_stretch_gets_its_backlog_from_the_database(server: TestServer) {
+    let replica = server.replica(|options| options.watch_buffer = 8).await;
+    const WRITES: u64 = 60;
+    for i in 0..WRITES {
+        create_permission(&server, &format!("p{i}")).await;
+    }
+    // Several poll intervals with nobody watching.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut stream = watch(&replica, 0, "").await;
+    for expected in 1..=WRITES {
+        assert_eq!(next(&mut stream).await.revision, expected, "every stored change once, in order");
+    }
+    create_permission(&server, "after").await;
+    assert_eq!(next(&mut stream).await.revision, WRITES + 1, "then the live ones");
 }
 
 async fn organization_filter_and_rights_apply_to_the_stream(server: TestServer) {

@@ -49,7 +49,7 @@ impl Audit {
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         // Subscribe before replaying, so nothing committed during the replay is missed;
         // what both deliver is skipped by revision.
-        let (live, closed) = self.feed.subscribe();
+        let (live, closed) = self.feed.subscribe().await?;
         let db = self.db.clone();
         let organization_id = organization_id.map(OrganizationId::into_string);
         tokio::spawn(async move {

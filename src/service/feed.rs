@@ -7,13 +7,20 @@
 //! take their revisions under a lock held until commit, so once revision R is visible
 //! every revision below R is too (see `storage::changes`).
 //!
+//! While nobody watches, the poller sleeps until a watcher subscribes instead of waking
+//! on a timer: a periodic timer in the process cost about 3% of the adds a single client
+//! got through (BENCHMARKS.md, Writes), and an idle replica has nothing to broadcast.
+//!
 //! The broadcast buffer is bounded. A watcher that falls further behind than the buffer
 //! loses its place and its stream ends with ABORTED naming the revision to resume
 //! after; writers never wait for watchers.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::{
     domain::{Error, Result, Revision, model::Change},
@@ -25,8 +32,13 @@ use crate::{
 const BATCH: u64 = 1_000;
 
 pub struct ChangeFeed {
+    db: DatabaseConnection,
     sender: broadcast::Sender<Arc<Change>>,
     closed: watch::Sender<bool>,
+    /// The lowest committed revision read by a watcher that subscribed since the poller
+    /// last looked: a poller that slept from an older revision resumes from it.
+    resume_from: Mutex<Option<Revision>>,
+    subscribed: Notify,
 }
 
 impl ChangeFeed {
@@ -36,13 +48,22 @@ impl ChangeFeed {
         let from = storage::changes::current_revision(&db).await?;
         let (sender, _) = broadcast::channel(capacity);
         let (closed, _) = watch::channel(false);
-        let feed = Arc::new(Self { sender, closed });
-        tokio::spawn(poll(db, poll_interval, feed.clone(), from));
+        let feed = Arc::new(Self { db, sender, closed, resume_from: Mutex::new(None), subscribed: Notify::new() });
+        tokio::spawn(poll(poll_interval, feed.clone(), from));
         Ok(feed)
     }
 
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Change>>, watch::Receiver<bool>) {
-        (self.sender.subscribe(), self.closed.subscribe())
+    /// Subscribes a watcher, which must then replay the change log from the database:
+    /// the feed broadcasts every change after the committed revision read here, which
+    /// that replay, started after this returns, reaches.
+    pub async fn subscribe(&self) -> Result<(broadcast::Receiver<Arc<Change>>, watch::Receiver<bool>)> {
+        let live = self.sender.subscribe();
+        let committed = storage::changes::current_revision(&self.db).await?;
+        if let Ok(mut resume_from) = self.resume_from.lock() {
+            *resume_from = Some(resume_from.map_or(committed, |earlier| earlier.min(committed)));
+        }
+        self.subscribed.notify_one();
+        Ok((live, self.closed.subscribe()))
     }
 
     /// Stops the poller and ends every watcher's stream.
@@ -51,38 +72,65 @@ impl ChangeFeed {
     }
 }
 
-async fn poll(db: DatabaseConnection, interval: Duration, feed: Arc<ChangeFeed>, mut last: Revision) {
+async fn poll(interval: Duration, feed: Arc<ChangeFeed>, mut last: Revision) {
     let mut closed = feed.closed.subscribe();
     loop {
-        match poll_once(&db, &feed, last).await {
-            Ok(seen) => {
+        let watched = match poll_once(&feed, last).await {
+            Ok(Polled { seen, watched }) => {
                 if let Some(metrics) = metrics::global() {
                     metrics.set_latest_revision(seen);
                 }
                 last = seen;
+                watched
             }
-            Err(err) => tracing::warn!(error = %err, "change feed cannot read the change log"),
-        }
+            Err(err) => {
+                tracing::warn!(error = %err, "change feed cannot read the change log");
+                true
+            }
+        };
+        let next_poll = async {
+            if watched {
+                tokio::time::sleep(interval).await;
+            } else {
+                feed.subscribed.notified().await;
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = next_poll => {}
             _ = closed.changed() => return,
+        }
+        // Waking from sleep, the poller skips to the lowest revision the new watchers read:
+        // their replays deliver what comes before it, and broadcasting that too (all that
+        // committed while nobody watched) would overflow the buffer they must keep up with.
+        // Nobody else can need it: whoever watched before the last look has left. While
+        // others watch, they need every change, so the poller skips nothing.
+        let resume_from = feed.resume_from.lock().ok().and_then(|mut resume_from| resume_from.take());
+        if let (false, Some(from)) = (watched, resume_from) {
+            last = last.max(from);
         }
     }
 }
 
-/// Broadcasts what committed after `last` and answers the new high-water mark. While
-/// nobody watches it reads only the revision counter (reading every change cost about 7%
-/// of grantd's CPU under 1,000-permission SQLite adds). That skips no change a watcher
-/// needs: the counter is read before looking for watchers, so one that subscribes after
-/// the look replays from the database up to at least that revision (see
-/// `audit::stream_changes`), and the next poll broadcasts what comes after it.
-async fn poll_once(db: &DatabaseConnection, feed: &ChangeFeed, mut last: Revision) -> Result<Revision> {
-    let latest = storage::changes::current_revision(db).await?;
+struct Polled {
+    /// The revision every change up to which has been broadcast or needs no broadcast.
+    seen: Revision,
+    /// Whether anyone was watching when the poll looked.
+    watched: bool,
+}
+
+/// Broadcasts what committed after `last`. While nobody watches it reads only the
+/// revision counter (reading every change cost about 7% of grantd's CPU under
+/// 1,000-permission SQLite adds). That skips no change a watcher needs: the counter is
+/// read before looking for watchers, so one that subscribes after the look replays from
+/// the database up to at least that revision (see `audit::stream_changes`), and the next
+/// poll broadcasts what comes after it.
+async fn poll_once(feed: &ChangeFeed, mut last: Revision) -> Result<Polled> {
+    let latest = storage::changes::current_revision(&feed.db).await?;
     if feed.sender.receiver_count() == 0 {
-        return Ok(latest);
+        return Ok(Polled { seen: latest, watched: false });
     }
     loop {
-        let changes = storage::changes::list(db, last, None, BATCH).await?;
+        let changes = storage::changes::list(&feed.db, last, None, BATCH).await?;
         let complete = (changes.len() as u64) < BATCH;
         for change in changes {
             last = change.revision;
@@ -90,7 +138,7 @@ async fn poll_once(db: &DatabaseConnection, feed: &ChangeFeed, mut last: Revisio
             let _ = feed.sender.send(Arc::new(change));
         }
         if complete {
-            return Ok(last);
+            return Ok(Polled { seen: last, watched: true });
         }
     }
 }
