@@ -29,7 +29,7 @@ use sea_orm::{
     Values, sqlx,
 };
 use sea_query_binder::SqlxValues;
-use sqlx::{Connection as _, Postgres, Sqlite, pool::PoolConnection};
+use sqlx::{Connection as _, Executor as _, Postgres, Sqlite, pool::PoolConnection};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{StatementLog, connect::pool_limits, error::is_broken_connection};
@@ -41,9 +41,8 @@ const MAX_ATTEMPTS: u32 = 5;
 /// unless an ANALYZE of its tables invalidates it. A plan made while the tables were small
 /// (sequential scans) outlived their growth: with autovacuum off, a check at one client
 /// took 3.61 ms p50 instead of 0.405 ms once 50,000 permissions had been added (a new
-/// process: 0.386 ms). So a read connection's plans are remade at least this often, at
-/// the cost of one re-prepare per connection.
-const PLAN_LIFETIME: Duration = Duration::from_secs(10);
+/// process: 0.386 ms). So a kept connection's plans are remade at least this often.
+pub const PLAN_LIFETIME: Duration = Duration::from_secs(10);
 
 pub struct KeptConnections {
     pool: Pool,
@@ -199,16 +198,36 @@ async fn run(mut lease: Lease<'_>, statement: &Statement) -> Result<Vec<QueryRes
     Ok(rows)
 }
 
-/// A PostgreSQL connection whose prepared statements are older than [`PLAN_LIFETIME`]
-/// forgets them first, so that the next execution plans anew.
+/// A PostgreSQL connection whose plans are older than [`PLAN_LIFETIME`] drops them first,
+/// so that the next execution of each statement plans anew.
+///
+/// `DISCARD PLANS` reaches the plans PostgreSQL caches for itself too, not only those of
+/// the prepared statements: an insert into `grants` checks its foreign keys on plans the
+/// connection made at its first insert (generic ones, as `plan_cache_mode` asks), and kept
+/// them. Made while `memberships` held a page or two, that check scanned it whole: with
+/// 1,400 memberships an add cost PostgreSQL 330 µs of CPU instead of 200, more as members
+/// were added (BENCHMARKS.md, Writes). An engine without `DISCARD PLANS` forgets the
+/// prepared statements instead.
 async fn with_fresh_plans(connection: Connection) -> Result<Connection, DbErr> {
     match connection {
         Connection::Postgres(mut connection, since) if since.elapsed() >= PLAN_LIFETIME => {
-            connection.clear_cached_statements().await.map_err(|err| DbErr::Exec(RuntimeErr::SqlxError(err)))?;
+            let discarded = (&mut *connection).execute("DISCARD PLANS").await;
+            match discarded {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(err)) => {
+                    tracing::debug!(error = %err, "DISCARD PLANS refused; forgetting prepared statements instead");
+                    connection.clear_cached_statements().await.map_err(exec_error)?;
+                }
+                Err(err) => return Err(exec_error(err)),
+            }
             Ok(Connection::Postgres(connection, Instant::now()))
         }
         connection => Ok(connection),
     }
+}
+
+fn exec_error(err: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(err))
 }
 
 fn acquire_error(err: sqlx::Error) -> DbErr {

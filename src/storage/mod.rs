@@ -21,7 +21,7 @@ pub mod revocations;
 pub mod tx;
 
 pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up, writer};
-pub use kept::KeptConnections;
+pub use kept::{KeptConnections, PLAN_LIFETIME};
 pub use lock::Lock;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 

@@ -9,8 +9,13 @@
 //! unimplemented. The `floor` scenario loads it with the requests `add` sends, on the
 //! data pgbench's ceiling writes (bench/sql/seed.sql). At one client its adds/s over
 //! pgbench's is what these crates allow on the machine before any of grantd's own work.
+//! Like grantd's kept connections, it drops its plans every `storage::PLAN_LIFETIME`:
+//! pgbench plans afresh on each run's new connections, and a plan made when the tables
+//! were small scans them whole as they grow.
 
 use anyhow::Context;
+use std::time::Instant;
+
 use grantd::{
     api::pb::{
         AddUserPermissionsRequest, AddUserPermissionsResponse, CheckPermissionRequest, CheckPermissionResponse,
@@ -20,9 +25,9 @@ use grantd::{
         grant_service_server::{GrantService, GrantServiceServer},
     },
     domain::model::ChangeKind,
-    storage::adds::POSTGRES_ADD,
+    storage::{PLAN_LIFETIME, adds::POSTGRES_ADD},
 };
-use sqlx::{ConnectOptions, PgConnection, Row, postgres::PgConnectOptions};
+use sqlx::{ConnectOptions, Executor, PgConnection, Row, postgres::PgConnectOptions};
 use tokio::{net::TcpListener, sync::Mutex};
 use tonic::{Request, Response, Status, transport::server::TcpIncoming};
 use uuid::Uuid;
@@ -42,15 +47,16 @@ pub async fn serve(listen: &str, database_url: &str) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!("floor-server on {}", listener.local_addr()?);
     tonic::transport::Server::builder()
-        .add_service(GrantServiceServer::new(Floor { connection: Mutex::new(connection) }))
+        .add_service(GrantServiceServer::new(Floor { connection: Mutex::new((connection, Instant::now())) }))
         .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
         .await?;
     Ok(())
 }
 
-/// One connection: the floor is measured with one client, whose calls never overlap.
+/// One connection, with when its plans were made: the floor is measured with one client,
+/// whose calls never overlap.
 struct Floor {
-    connection: Mutex<PgConnection>,
+    connection: Mutex<(PgConnection, Instant)>,
 }
 
 fn failed(err: sqlx::Error) -> Status {
@@ -71,7 +77,12 @@ impl GrantService for Floor {
             .map(|id| Uuid::parse_str(id))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| Status::invalid_argument("permission_ids: not UUIDs"))?;
-        let mut connection = self.connection.lock().await;
+        let mut guard = self.connection.lock().await;
+        let (connection, planned) = &mut *guard;
+        if planned.elapsed() >= PLAN_LIFETIME {
+            connection.execute("DISCARD PLANS").await.map_err(failed)?;
+            *planned = Instant::now();
+        }
         let row = sqlx::query(POSTGRES_ADD)
             .bind(&organization_id)
             .bind(&user_id)
@@ -86,7 +97,7 @@ impl GrantService for Floor {
             .fetch_one(&mut *connection)
             .await
             .map_err(failed)?;
-        drop(connection);
+        drop(guard);
         let wanted: Vec<Uuid> = row.try_get("wanted").map_err(failed)?;
         let added: Vec<Uuid> = row.try_get("added").map_err(failed)?;
         let revision: Option<i64> = row.try_get("revision").map_err(failed)?;
