@@ -11,29 +11,30 @@
 
 FROM rust:1.88-bookworm AS build
 WORKDIR /src
+# The dist profile (Cargo.toml): fat LTO and one codegen unit, built once per image.
 # Dependencies first: this layer is rebuilt only when the manifests, the lock file,
 # build.rs or proto/ change, not on source edits.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY migrations/Cargo.toml migrations/Cargo.toml
+COPY bench/Cargo.toml bench/Cargo.toml
 COPY proto proto
-# Cargo.toml declares [[test]] fuzz_validation and [[bin]] grantd-bench: cargo refuses
-# the manifest unless those files exist, so placeholders stay for both builds (tests
-# and the load generator are not built here).
-RUN mkdir -p src/bin/grantd-bench migrations/src tests \
+# Cargo.toml declares [[test]] fuzz_validation and the workspace holds bench/: cargo
+# refuses the manifests unless their targets exist, so empty placeholders stay for both
+# builds (tests and bench/ are not built here).
+RUN mkdir -p src migrations/src tests bench/src \
     && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > src/bin/grantd-bench/main.rs \
-    && touch src/lib.rs migrations/src/lib.rs tests/fuzz_validation.rs \
-    && cargo build --release --locked \
+    && touch src/lib.rs migrations/src/lib.rs tests/fuzz_validation.rs bench/src/main.rs \
+    && cargo build --profile dist --locked \
     && rm -rf src migrations/src
 COPY src src
 COPY migrations/src migrations/src
 RUN touch src/main.rs src/lib.rs migrations/src/lib.rs \
-    && cargo build --release --locked --bin grantd
+    && cargo build --profile dist --locked --bin grantd
 
 FROM debian:bookworm-slim
 RUN groupadd --system --gid 10001 grantd \
     && useradd --system --uid 10001 --gid grantd --home-dir /var/lib/grantd --create-home grantd
-COPY --from=build /src/target/release/grantd /usr/local/bin/grantd
+COPY --from=build /src/target/dist/grantd /usr/local/bin/grantd
 USER 10001:10001
 WORKDIR /var/lib/grantd
 # The SQLite database (grantd.db) and its generated token secret live here.

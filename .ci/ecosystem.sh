@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The gRPC ecosystem around grantd: buf lint and buf breaking on proto/, buf generate
 # with buf.gen.yaml, hadolint on the Dockerfile, deploy/ checked against the binary,
-# and the Python and TypeScript example clients tested against a live grantd.
+# README.md's grpcurl session replayed, and the Python and TypeScript example clients
+# tested against a live grantd.
 #
 # Runs from a fresh clone after `cargo build` (GRANTD_BIN, default target/debug/grantd),
 # unattended (CI=true, no stdin). Needs python3 (3.11+) with venv, node 20 + npm, and
@@ -100,6 +101,9 @@ echo "hadolint: no findings"
 
 log "deploy/: Kubernetes and compose checked against $GRANTD_BIN"
 deploy/.venv/bin/python deploy/check_deploy.py "$GRANTD_BIN"
+
+log "README.md: its grpcurl session replayed against a fresh grantd"
+deploy/.venv/bin/python .ci/readme_transcript.py --grantd "$GRANTD_BIN" --grpcurl "$ROOT/deploy/.venv/bin/grpcurl"
 
 log "Python client (grpcio): generate stubs, pytest against a live grantd"
 (

@@ -6,10 +6,11 @@
 #   bash bench/cpu_per_request.sh GRANTD_PID ADDR SCENARIO CLIENTS [GRANTD-BENCH OPTIONS...]
 #   e.g. bash bench/cpu_per_request.sh "$(pgrep -f 'grantd serve' | head -1)" 127.0.0.1:50051 check 16
 #
-# Needs GRANTD_TOKEN and a release build of grantd-bench (target/release/grantd-bench).
+# Needs GRANTD_TOKEN and a release build of grantd-bench (`cargo build --release -p grantd-bench`:
+# target/release/grantd-bench, or under $CARGO_TARGET_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 4 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,10p' "$0" >&2; exit 2; }
 grantd_pid=$1 addr=$2 scenario=$3 clients=$4
 shift 4
 from=6 to=16
@@ -24,7 +25,7 @@ postgres_ticks() {
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-target/release/grantd-bench "$scenario" --clients "$clients" --duration 18s --addr "$addr" "$@" >"$out" 2>/dev/null &
+"${CARGO_TARGET_DIR:-target}/release/grantd-bench" "$scenario" --clients "$clients" --duration 18s --addr "$addr" "$@" >"$out" 2>/dev/null &
 bench_pid=$!
 sleep "$from"
 g0=$(ticks_of "$grantd_pid") b0=$(ticks_of "$bench_pid") p0=$(postgres_ticks)

@@ -24,26 +24,28 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 log() { printf '== %s\n' "$*" >&2; }
 
-cargo build --release --quiet --bin grantd --bin grantd-bench
+cargo build --release --quiet -p grantd --bin grantd -p grantd-bench --bin grantd-bench
+GRANTD="${CARGO_TARGET_DIR:-target}/release/grantd"
+BENCH="${CARGO_TARGET_DIR:-target}/release/grantd-bench"
 psql -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
 SECRET="$OUT/jwt-secret"
 head -c 48 /dev/urandom | base64 > "$SECRET"
 chmod 600 "$SECRET"
 export GRANTD_JWT_HS256_SECRET_FILE="$SECRET"
-GRANTD_TOKEN="$(target/release/grantd token --subject bench --admin --ttl 24h)"
+GRANTD_TOKEN="$("$GRANTD" token --subject bench --admin --ttl 24h)"
 export GRANTD_TOKEN
 GRANTD_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" \
-  target/release/grantd serve --listen "127.0.0.1:$PORT" --log-format json >"$OUT/grantd.log" 2>&1 &
+  "$GRANTD" serve --listen "127.0.0.1:$PORT" --log-format json >"$OUT/grantd.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do
-  target/release/grantd health --addr "127.0.0.1:$PORT" >/dev/null 2>&1 && break
+  "$GRANTD" health --addr "127.0.0.1:$PORT" >/dev/null 2>&1 && break
   sleep 0.2
 done
 
 measure() { # label
   for run in $(seq 1 "$RUNS"); do
-    target/release/grantd-bench check --clients 1 --connections 1 --duration "$DURATION" --addr "127.0.0.1:$PORT" \
+    "$BENCH" check --clients 1 --connections 1 --duration "$DURATION" --addr "127.0.0.1:$PORT" \
       2>/dev/null | grep '^{' | sed "s/^{/{\"stored\":\"$1\",\"run\":$run,/" | tee -a "$RESULTS" >&2
   done
 }
@@ -71,10 +73,10 @@ log "plan of grantd's check statement at this size (the generic plan its prepare
 statement=$(grep -v '^--' bench/sql/check_list.sql)
 psql -d "$DB" <<SQL | tee "$OUT/check-plan.txt" >&2
 SET plan_cache_mode = force_generic_plan;
-PREPARE check_permission(text[], text[], text[], text[], text[], bool[], text) AS $statement;
+PREPARE check_permission(text) AS $statement;
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-  EXECUTE check_permission(ARRAY['growth', 'growth'], ARRAY['growth-u4242', 'growth-u77'], ARRAY['doc', 'doc'],
-    ARRAY['d4242', 'd77'], ARRAY['growth-p7', 'growth-p8'], ARRAY[false, false], 'organization');
+  EXECUTE check_permission('[["growth", "growth-u4242", "doc", "d4242", "growth-p7", false, "organization"],
+    ["growth", "growth-u77", "doc", "d77", "growth-p8", false, "organization"]]');
 SQL
 
 log "check with $GRANTS more grants stored"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU per call by layer, from a perf call-graph profile of grantd (or of the floor server).
+"""CPU per call by layer, from a perf call-graph profile of grantd.
 
 Each user-space sample goes to the innermost frame that names one of the layers below (a
 sample in malloc called from the handler counts for the handler); kernel samples are
@@ -23,12 +23,10 @@ LAYERS = [
     ("sea_query::value::Value", "sea-orm statement and values"),
     ("Statement::from_sql", "sea-orm statement and values"),
     ("QueryResult", "sea-orm row decoding"),
-    ("kept::", "kept connections"),
-    ("tx::autocommit", "kept connections"),
+    ("Sequencer", "sequencing"),
+    ("changes::sequence", "sequencing"),
     ("sqlx", "sqlx"),
-    ("add_postgres", "add statement (grantd)"),
-    ("Floor as", "add statement (floor)"),
-    ("add_in_one_statement", "service"),
+    ("Writes::run", "service"),
     ("tracing", "tracing"),
     ("Admission", "admission"),
     ("grpc_timeout", "timeout"),

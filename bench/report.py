@@ -45,21 +45,6 @@ def listed(ratios):
     return ", ".join(f"{ratio:.2f}" for ratio in ratios)
 
 
-def bench_floor(results, bench, ceilings):
-    """The add floor at 1 client against pgbench and grantd, run by run."""
-    rows = [r for r in results if r.get("tool") == "floor"]
-    if not rows:
-        return ""
-    pgbench = {r["run"]: r["requests_per_s"] for r in ceilings.get(("add", 1), [])}
-    grantd = {r["run"]: r["requests_per_s"] for r in bench.get(("postgres", "add", 1, None), [])}
-    of_pgbench = [r["requests_per_s"] / pgbench[r["run"]] for r in rows if pgbench.get(r["run"])]
-    grantd_of = [grantd[r["run"]] / r["requests_per_s"] for r in rows if grantd.get(r["run"])]
-    s = summary(rows)
-    return (f"- add, 1 client: {s['rps']:.0f}/s (p50 {s['p50']:.3f} ms, {s['errors']} errors); "
-            f"floor / pgbench {median(of_pgbench):.2f} (runs {listed(of_pgbench)}); "
-            f"grantd / floor {median(grantd_of):.2f} (runs {listed(grantd_of)})")
-
-
 def print_tables(results):
     bench = grouped(results, "grantd-bench", "backend", "scenario", "clients", "batch")
     ceilings = grouped(results, "pgbench", "scenario", "clients")
@@ -74,8 +59,10 @@ def print_tables(results):
         errors = f"{s['errors']} ({', '.join(s['codes'])})" if s["errors"] else "0"
         print(f"| {backend} | {scenario} | {clients} | {s['rps']:.0f} | {s['p50']:.3f} | {s['p99']:.3f} | {errors} | {s['runs']} |")
 
-    print("\n### grantd against the pgbench ceiling of its own statements (PostgreSQL, medians)\n")
-    print("Each run's ratio pairs grantd with the pgbench run measured right after it (bench/run.sh).\n")
+    print("\n### grantd against the pgbench ceilings (PostgreSQL, medians)\n")
+    print("check: grantd's check statement (bench/sql/check.sql); add: the same inserts as grantd's add,")
+    print("a grant row and a change row, with no revision counter (bench/sql/add.sql). Each run's ratio")
+    print("pairs grantd with the pgbench run measured right after it (bench/run.sh).\n")
     print("| scenario | clients | grantd req/s | pgbench tx/s | grantd / pgbench, median of runs | each run |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for (scenario, clients), rows in sorted(ceilings.items()):
@@ -93,19 +80,14 @@ def print_tables(results):
         print(f"\nAt 1 client a call takes at least one bare gRPC round trip (health, 1 client: {h:.0f}/s)")
         print("plus pgbench's transaction, so grantd can reach at most 1 / (1/pgbench + 1/health):\n")
         for (scenario, clients), rows in sorted(ceilings.items()):
-            if clients == 1:
-                p = median([r["requests_per_s"] for r in rows])
+            p = median([r["requests_per_s"] for r in rows])
+            if clients == 1 and p > 0:
                 bound = 1 / (1 / p + 1 / h)
                 print(f"- {scenario}: {bound:.0f}/s, {bound / p:.2f} of pgbench's {p:.0f} tx/s")
-    floor = bench_floor(results, bench, ceilings)
-    if floor:
-        print("\nThe floor (grantd-bench floor-server: grantd's add statement bound straight from the request")
-        print("through tonic and sqlx alone), measured right after pgbench in each run:\n")
-        print(floor)
 
     sqlx = grouped(results, "sqlx-ceiling", "scenario", "clients")
     if sqlx:
-        print("\n### grantd against the sqlx ceiling of its own statements (SQLite add, medians)\n")
+        print("\n### grantd against the sqlx ceiling (SQLite add: a grant row and a change row per transaction, medians)\n")
         print("| clients | grantd req/s | statements, one sqlx call each (tx/s) | one call (tx/s) | grantd / statements |")
         print("| ---: | ---: | ---: | ---: | ---: |")
         for clients in sorted({c for (_, c) in sqlx}):

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md: builds release binaries, starts grantd on PostgreSQL and on
 # SQLite, runs every grantd-bench scenario RUNS times (with, in the same run, pgbench
-# ceilings, grantd-bench's SQLite ceilings and its floor for add at 1 client), then
-# prints the table of medians and renders the plots (bench/report.py).
+# ceilings and grantd-bench's SQLite ceilings), then prints the table of medians and
+# renders the plots (bench/report.py).
 #
-#   bash bench/run.sh                 # full matrix, RUNS=3, about 25 minutes on 2 cores
+#   bash bench/run.sh                 # full matrix, RUNS=3 (CLIENTS="1 16 32" took 22 minutes on 2 cores)
 #   RUNS=1 DURATION=2s bash bench/run.sh   # a quick look
+#   PROFILE=dist bash bench/run.sh     # grantd built with the dist profile (fat LTO)
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres) with pgbench and psql,
 # and python3 (matplotlib is installed into a venv under target/ when missing).
@@ -19,8 +20,7 @@ CEILING_CLIENTS="${CEILING_CLIENTS:-1 16 32 64}"   # pgbench stops at max_connec
 BATCHES="${BATCHES:-1,10,100,1000}"
 PG_PORT=50071
 SQLITE_PORT=50072
-FLOOR_PORT=50073
-OUT="${OUT:-target/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
+OUT="${OUT:-target/bench/$(date -u +%Y%m%dT%H%M%SZ)-${PROFILE:-release}}"
 DB=grantd_bench
 PG_URL="postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable"
 export PGHOST=127.0.0.1 PGUSER=postgres PGSSLMODE=disable
@@ -30,10 +30,14 @@ RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 log() { printf '== %s\n' "$*" >&2; }
 
-log "building release binaries"
-cargo build --release --quiet --bin grantd --bin grantd-bench
-GRANTD=target/release/grantd
-BENCH=target/release/grantd-bench
+# PROFILE=dist measures grantd as built for images (fat LTO, one codegen unit); the load
+# generator is the release build either way.
+PROFILE="${PROFILE:-release}"
+log "building grantd ($PROFILE profile) and grantd-bench (release)"
+cargo build --profile "$PROFILE" --quiet -p grantd --bin grantd
+cargo build --release --quiet -p grantd-bench --bin grantd-bench
+GRANTD="${CARGO_TARGET_DIR:-target}/$PROFILE/grantd"
+BENCH="${CARGO_TARGET_DIR:-target}/release/grantd-bench"
 
 log "PostgreSQL database $DB (recreated)"
 psql -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
@@ -44,6 +48,9 @@ chmod 600 "$SECRET"
 export GRANTD_JWT_HS256_SECRET_FILE="$SECRET"
 GRANTD_TOKEN="$("$GRANTD" token --subject bench --admin --ttl 24h)"
 export GRANTD_TOKEN
+# A caller that is not an administrator: grantd-bench seeds its rights (edit_org_users and
+# the catalog, org-wide) and measures its calls as the `-delegate` scenarios.
+DELEGATE_TOKEN="$("$GRANTD" token --subject bench-delegate --ttl 24h)"
 
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
@@ -72,12 +79,6 @@ start_both
 
 psql -q -d "$DB" -f bench/sql/seed.sql
 
-# The floor for add: tonic and sqlx alone running grantd's add statement, on the seeded data.
-"$BENCH" floor-server --addr "127.0.0.1:$FLOOR_PORT" --floor-db "$PG_URL" 2>"$OUT/floor-server.log" &
-FLOOR_PID=$!
-PIDS+=("$FLOOR_PID")
-for _ in $(seq 1 50); do (: <"/dev/tcp/127.0.0.1/$FLOOR_PORT") 2>/dev/null && break; sleep 0.2; done
-
 # grantd-bench prints one JSON line per report; tag it with the tool, backend and run.
 record() { # tool backend run < grantd-bench's output
   grep '^{' | sed "s/^{/{\"tool\":\"$1\",\"backend\":\"$2\",\"run\":$3,/" | tee -a "$RESULTS" >&2
@@ -87,35 +88,37 @@ bench() { # backend run args...
   [ "$backend" = sqlite ] && port=$SQLITE_PORT
   "$BENCH" "$@" --addr "127.0.0.1:$port" 2>/dev/null | record grantd-bench "$backend" "$run"
 }
-# Values bench/sql/seed.sql created, bound as parameters like grantd's own.
-CEILING_VARIABLES=(-D org=ceiling -D rtype=bench_doc -D otype=organization -D "ids={}" -D "perms={ceiling-p0}")
+# Values bench/sql/seed.sql created, bound as parameters like grantd's own: the add
+# ceiling grants the permission grantd-bench's add names, by its id.
+PERMISSION=$(psql -Atq -d "$DB" -c "SELECT id FROM permissions WHERE name = 'ceiling-p0'")
+CEILING_VARIABLES=(-D org=ceiling -D rtype=bench_doc -D otype=organization -D "permission=$PERMISSION")
+# pgbench's output goes to $OUT/pgbench.log; a ceiling that fails (a script the schema
+# does not fit, say) is logged and left out of the results rather than stopping the run.
 ceiling() { # run script clients
-  local tps
-  # grantd's write connections plan each statement once (generic plans), so does pgbench.
-  local options=""
-  [ "$2" = add ] && options="-c plan_cache_mode=force_generic_plan"
-  tps=$(PGOPTIONS="$options" pgbench -n -M prepared "${CEILING_VARIABLES[@]}" -f "bench/sql/$2.sql" -c "$3" -j 2 -T "${DURATION%s}" "$DB" 2>/dev/null |
-    awk '/^tps/ {print $3}')
+  local output tps
+  if ! output=$(pgbench -n -M prepared "${CEILING_VARIABLES[@]}" -f "bench/sql/$2.sql" \
+    -c "$3" -j 2 -T "${DURATION%s}" "$DB" 2>&1); then
+    printf '== run %s, %s, %s clients: failed\n%s\n' "$1" "$2" "$3" "$output" >>"$OUT/pgbench.log"
+    log "pgbench $2 at $3 clients failed; see $OUT/pgbench.log"
+    return
+  fi
+  printf '== run %s, %s, %s clients\n%s\n' "$1" "$2" "$3" "$output" >>"$OUT/pgbench.log"
+  tps=$(awk '/^tps/ {print $3}' <<<"$output")
   printf '{"tool":"pgbench","backend":"postgres","run":%s,"scenario":"%s","clients":%s,"requests_per_s":%s}\n' \
     "$1" "$2" "$3" "${tps:-0}" | tee -a "$RESULTS" >&2
 }
 
-# The SQLite ceiling: grantd's statements for `add` straight through sqlx, on the file of
-# the SQLite grantd (idle meanwhile), so both see a database of the same size.
+# The SQLite ceiling: an add's two inserts in one transaction straight through sqlx, on a
+# file of its own with its own tables, kept for the whole run so that it grows over the
+# run as grantd's file does.
 sqlite_ceiling() { # run scenario clients
-  "$BENCH" "$2" --clients "$3" --duration "$DURATION" --ceiling-db "$OUT/grantd.db" 2>/dev/null |
+  "$BENCH" "$2" --clients "$3" --duration "$DURATION" --ceiling-db "$OUT/sqlite-ceiling.db" 2>/dev/null |
     record sqlx-ceiling sqlite "$1"
 }
 
-# At 1 client, right after pgbench's add: the floor (grantd-bench floor-server).
-floor() { # run
-  "$BENCH" floor --clients 1 --duration "$DURATION" --addr "127.0.0.1:$FLOOR_PORT" 2>/dev/null |
-    record floor postgres "$1"
-}
-
 # Each ceiling runs right after grantd's own measurement at the same concurrency: the
-# machine's speed drifts by a factor of two from hour to hour (BENCHMARKS.md), and a
-# ceiling measured minutes apart from grantd measured the drift as much as grantd.
+# machine's speed drifts from hour to hour, and a ceiling measured minutes apart from
+# grantd measured the drift as much as grantd.
 has_ceiling() { [[ " $CEILING_CLIENTS " == *" $1 "* ]]; }
 for run in $(seq 1 "$RUNS"); do
   log "run $run of $RUNS"
@@ -124,7 +127,9 @@ for run in $(seq 1 "$RUNS"); do
       bench postgres "$run" "$scenario" --clients "$c" --duration "$DURATION"
       if has_ceiling "$c"; then ceiling "$run" "$scenario" "$c"; fi
     done
-    if [ "$c" = 1 ]; then floor "$run"; fi
+    if has_ceiling "$c"; then
+      bench postgres "$run" add --clients "$c" --duration "$DURATION" --delegate-token "$DELEGATE_TOKEN"
+    fi
     bench sqlite "$run" check --clients "$c" --duration "$DURATION"
     bench sqlite "$run" add --clients "$c" --duration "$DURATION"
     if has_ceiling "$c"; then
@@ -141,11 +146,13 @@ for run in $(seq 1 "$RUNS"); do
     bench "$backend" "$run" mixed --clients 32 --duration "$DURATION"
     bench "$backend" "$run" remove-user --grants 100000 --clients 1 --requests 1
   done
+  bench postgres "$run" add-batch --batch 1000 --clients 1 --requests 50 --delegate-token "$DELEGATE_TOKEN"
+  bench postgres "$run" remove-user --grants 100000 --clients 1 --requests 1 --delegate-token "$DELEGATE_TOKEN"
 done
 
 log "memory: fresh processes, idle and then under 256 clients"
-kill "$PG_PID" "$SQLITE_PID" "$FLOOR_PID"
-wait "$PG_PID" "$SQLITE_PID" "$FLOOR_PID" 2>/dev/null || true
+kill "$PG_PID" "$SQLITE_PID"
+wait "$PG_PID" "$SQLITE_PID" 2>/dev/null || true
 start_both
 sleep 2
 for backend in postgres sqlite; do

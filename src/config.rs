@@ -4,10 +4,15 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{auth::KeyConfig, storage::PoolOptions};
+use crate::{
+    auth::KeyConfig, connections::ConnectionLimits, domain::UserId, service::WatchLimits, storage::PoolOptions,
+};
 
 /// The embedded default: a SQLite file in the working directory, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://grantd.db?mode=rwc";
+
+/// `--dev`'s database: in memory, shared by the process's connections.
+pub const DEV_DATABASE_URL: &str = "sqlite::memory:";
 
 #[derive(Debug, Parser)]
 #[command(name = "grantd", version, about = "gRPC service that stores and enforces permission grants")]
@@ -19,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Migrate the database and serve gRPC until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a token signed with the HS256 secret (for the quickstart and tests).
     Token(TokenArgs),
     /// Ask a running server's grpc.health.v1 whether it serves; exit 0 if so, 1 if not
@@ -76,6 +81,10 @@ pub enum LogFormat {
     Json,
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to serve gRPC on.
@@ -101,6 +110,28 @@ pub struct ServeArgs {
     #[arg(long, env = "GRANTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
+    /// Connections served at once (at most three quarters of the file limit); more are
+    /// closed as they arrive.
+    #[arg(long, env = "GRANTD_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Longest from accepting a connection to its first request (TLS and HTTP/2
+    /// handshakes included), in ms.
+    #[arg(long, env = "GRANTD_HANDSHAKE_TIMEOUT_MS", default_value_t = millis(ConnectionLimits::default().handshake_timeout))]
+    pub handshake_timeout_ms: u64,
+
+    /// Longest a connection stays open with no request in flight, in ms.
+    #[arg(long, env = "GRANTD_IDLE_TIMEOUT_MS", default_value_t = millis(ConnectionLimits::default().idle_timeout))]
+    pub idle_timeout_ms: u64,
+
+    /// How often an HTTP/2 PING checks that a connection's peer is alive, in ms.
+    #[arg(long, env = "GRANTD_KEEPALIVE_INTERVAL_MS", default_value_t = millis(ConnectionLimits::default().keepalive_interval))]
+    pub keepalive_interval_ms: u64,
+
+    /// How long the answer to that PING may take before the connection is dropped, in ms.
+    #[arg(long, env = "GRANTD_KEEPALIVE_TIMEOUT_MS", default_value_t = millis(ConnectionLimits::default().keepalive_timeout))]
+    pub keepalive_timeout_ms: u64,
+
     /// Requests running at once; more wait for a turn (load shedding).
     #[arg(long, env = "GRANTD_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
@@ -117,6 +148,26 @@ pub struct ServeArgs {
     #[arg(long, env = "GRANTD_WATCH_POLL_MS", default_value_t = 100)]
     pub watch_poll_ms: u64,
 
+    /// Open WatchChanges streams per caller (token subject) in this process.
+    #[arg(long, env = "GRANTD_WATCH_MAX_PER_CALLER", default_value_t = WatchLimits::default().per_caller)]
+    pub watch_max_per_caller: usize,
+
+    /// Open WatchChanges streams in this process.
+    #[arg(long, env = "GRANTD_WATCH_MAX_STREAMS", default_value_t = WatchLimits::default().per_process)]
+    pub watch_max_streams: usize,
+
+    /// Longest a WatchChanges stream lives before it ends with UNAVAILABLE (resumable), in ms.
+    #[arg(long, env = "GRANTD_WATCH_MAX_LIFETIME_MS", default_value_t = millis(WatchLimits::default().max_lifetime))]
+    pub watch_max_lifetime_ms: u64,
+
+    /// Longest a WatchChanges stream goes without reading its caller's right again, in ms.
+    #[arg(long, env = "GRANTD_WATCH_REAUTHORIZE_MS", default_value_t = millis(WatchLimits::default().reauthorize_every))]
+    pub watch_reauthorize_ms: u64,
+
+    /// Longest a watcher's full buffer waits for the client to take a change, in ms.
+    #[arg(long, env = "GRANTD_WATCH_STALL_TIMEOUT_MS", default_value_t = millis(WatchLimits::default().stall_timeout))]
+    pub watch_stall_timeout_ms: u64,
+
     /// After SIGTERM or SIGINT, how long in-flight requests may still run, in ms.
     #[arg(long, env = "GRANTD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -131,6 +182,39 @@ pub struct ServeArgs {
     /// on a loopback address; logs a warning at every start.
     #[arg(long, env = "GRANTD_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+
+    /// Try grantd in a minute: an in-memory SQLite database (gone when the process stops)
+    /// and no authentication, on a loopback address only. Never for data you keep.
+    #[arg(long, env = "GRANTD_DEV")]
+    pub dev: bool,
+}
+
+impl ServeArgs {
+    /// What `--dev` stands for; the loopback rule is `--insecure-no-auth`'s own.
+    pub fn apply_dev_mode(&mut self) {
+        self.database.database_url = DEV_DATABASE_URL.to_owned();
+        self.insecure_no_auth = true;
+    }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            keepalive_interval: Duration::from_millis(self.keepalive_interval_ms.max(1)),
+            keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
+        }
+    }
+
+    pub fn watch_limits(&self) -> WatchLimits {
+        WatchLimits {
+            per_caller: self.watch_max_per_caller,
+            per_process: self.watch_max_streams,
+            max_lifetime: Duration::from_millis(self.watch_max_lifetime_ms),
+            reauthorize_every: Duration::from_millis(self.watch_reauthorize_ms.max(1)),
+            stall_timeout: Duration::from_millis(self.watch_stall_timeout_ms),
+        }
+    }
 }
 
 /// Where token verification keys come from. With none of them, an embedded SQLite
@@ -209,7 +293,7 @@ pub struct HealthArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
     /// The user id the token speaks for (`sub`).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_subject)]
     pub subject: String,
 
     /// Add the `grants:admin` scope.
@@ -224,21 +308,19 @@ pub struct TokenArgs {
     #[arg(long, value_delimiter = ',')]
     pub organization_scope: Option<Vec<String>>,
 
-    /// Where the secret is; by default the one `grantd serve` generated beside the
-    /// SQLite database of --database-url.
-    #[arg(long, env = "GRANTD_JWT_HS256_SECRET_FILE")]
-    pub jwt_hs256_secret_file: Option<PathBuf>,
-
+    /// Without key flags, the secret `grantd serve` generated beside this SQLite database.
     #[arg(long, env = "GRANTD_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 
-    /// `iss` to put in the token.
-    #[arg(long, env = "GRANTD_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
+    /// The same key flags and variables as `serve`: the token is signed with the HS256
+    /// secret a server given them verifies with (and carries its issuer and audience).
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
 
-    /// `aud` to put in the token.
-    #[arg(long, env = "GRANTD_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
+/// A token's `sub` is a user id: one the server would refuse is refused before minting.
+fn parse_subject(text: &str) -> Result<String, String> {
+    UserId::parse(text).map(|id| id.as_str().to_owned()).map_err(|err| format!("not a user id: {}", err.0))
 }
 
 /// `90s`, `15m`, `1h`, `7d`, or plain seconds.

@@ -12,7 +12,9 @@
 //!   batch of permissions costs a fixed number of statements, whatever its size.
 //! - [`domain`]: validated identifiers, commands, the read models and the error type.
 //!
-//! [`server`] wires the services with health and reflection; [`auth`] turns bearer tokens
+//! [`server`] wires the services with health and reflection behind [`edge`] (request
+//! ids, time limits, tonic's own refusals) and [`admission`], on [`connections`] that
+//! cannot be held for free; [`auth`] turns bearer tokens
 //! into callers; [`metrics`] serves Prometheus metrics; [`config`] reads flags and
 //! environment variables for the `grantd` binary.
 
@@ -20,7 +22,9 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod domain;
+pub mod edge;
 pub mod metrics;
 pub mod server;
 pub mod service;

@@ -25,6 +25,9 @@ pub struct Metrics {
     latest_revision: IntGauge,
     watch_lag: IntGauge,
     watchers: IntGauge,
+    connections: IntGauge,
+    connections_refused: IntCounter,
+    accept_errors: IntCounter,
 }
 
 /// The process's metrics; `None` only if the registry could not be built, which the
@@ -65,6 +68,13 @@ impl Metrics {
             "Revisions committed in the database that this process's change feed has not read yet",
         )?;
         let watchers = IntGauge::new("watchers", "Open WatchChanges streams")?;
+        let connections = IntGauge::new("connections", "Open gRPC connections")?;
+        let connections_refused = IntCounter::new(
+            "connections_refused_total",
+            "Connections closed at once because --max-connections were open",
+        )?;
+        let accept_errors =
+            IntCounter::new("accept_errors_total", "Failed accepts of new connections (out of file descriptors, say)")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(latency.clone()))?;
@@ -74,6 +84,9 @@ impl Metrics {
         registry.register(Box::new(latest_revision.clone()))?;
         registry.register(Box::new(watch_lag.clone()))?;
         registry.register(Box::new(watchers.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(accept_errors.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -85,6 +98,9 @@ impl Metrics {
             latest_revision,
             watch_lag,
             watchers,
+            connections,
+            connections_refused,
+            accept_errors,
         })
     }
 
@@ -113,6 +129,22 @@ impl Metrics {
 
     pub fn watcher_closed(&self) {
         self.watchers.dec();
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    pub fn accept_failed(&self) {
+        self.accept_errors.inc();
     }
 
     async fn render(&self, db: &DatabaseConnection) -> String {

@@ -7,10 +7,9 @@ use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::util::MapResponseLayer;
 
 use crate::{
     admission::AdmissionLayer,
@@ -22,13 +21,24 @@ use crate::{
         },
     },
     auth::Authenticator,
-    service::{Audit, ChangeFeed, Directory, Grants},
+    connections::{self, ActivityLayer, ConnectionLimits},
+    edge::{EdgeLayer, HEADER_LIST_LIMIT},
+    service::{Audit, ChangeFeed, Directory, Grants, Sequencer, WatchLimits, Writes},
     storage::{self, DatabaseConnection, StatementLog},
 };
 
-/// How often the SQLite WAL is checkpointed: a quarter second of 1,000-permission adds
-/// is about 30 MB of WAL.
+/// How often the SQLite WAL is checkpointed: often enough that bursts of large adds do
+/// not grow it far.
 const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often each process looks for changes that a write committed but never numbered
+/// (its process ended in between): the longest such a change waits for the change feed.
+const SEQUENCER_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the queue of events waiting for their revision is vacuumed (PostgreSQL):
+/// every event passes through it, so its dead rows pile up fast, and reading it costs
+/// what it holds, dead rows included.
+const PENDING_VACUUM_INTERVAL: Duration = Duration::from_secs(10);
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -42,6 +52,8 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// Concurrent requests (HTTP/2 streams) per connection.
     pub max_concurrent_streams: u32,
+    /// How many connections, and how long each may wait, idle or not answer pings.
+    pub connections: ConnectionLimits,
     /// Requests running at once across all connections; more wait (see `admission`).
     pub max_in_flight: usize,
     /// How long a request beyond `max_in_flight` waits before RESOURCE_EXHAUSTED.
@@ -53,6 +65,8 @@ pub struct ServerOptions {
     pub watch_poll_interval: Duration,
     /// Changes a watcher may fall behind before its stream ends with ABORTED.
     pub watch_buffer: usize,
+    /// What each WatchChanges stream may cost, and how long it lives.
+    pub watch_limits: WatchLimits,
     /// Connections for the change feed and the health probe; the request pool when absent.
     pub background_db: Option<DatabaseConnection>,
     /// Told the text of every statement requests send (tests count them).
@@ -66,12 +80,14 @@ impl ServerOptions {
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             max_concurrent_streams: 256,
+            connections: ConnectionLimits::default(),
             max_in_flight: 64,
             queue_timeout: Duration::from_secs(1),
             tls: None,
             health_probe_interval: Duration::from_secs(1),
             watch_poll_interval: Duration::from_millis(100),
             watch_buffer: 4_096,
+            watch_limits: WatchLimits::default(),
             background_db: None,
             statement_log: None,
         }
@@ -84,22 +100,6 @@ pub struct TlsOptions {
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
     pub client_ca: Option<Vec<u8>>,
-}
-
-/// tonic answers a request over the size limit OUT_OF_RANGE; gRPC's convention, and our
-/// contract, is RESOURCE_EXHAUSTED. The status of a rejected request travels in the
-/// response headers, where this rewrites it.
-fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let out_of_range = headers.get("grpc-status").is_some_and(|status| status == "11");
-    let oversized = headers
-        .get("grpc-message")
-        .and_then(|message| message.to_str().ok())
-        .is_some_and(|message| message.replace("%20", " ").contains("decoded message length too large"));
-    if out_of_range && oversized {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    response
 }
 
 /// Everything a reflection client needs, google.rpc error details included, so that
@@ -124,14 +124,17 @@ pub async fn serve(
     // busy request pool neither delays it nor passes for an unreachable database.
     let background = options.background_db.clone().unwrap_or_else(|| db.clone());
     let feed = ChangeFeed::start(background.clone(), options.watch_poll_interval, options.watch_buffer).await?;
-    let mut writes = storage::writer(&db).await?;
-    let log = options.statement_log.clone();
-    if let Some(log) = &log {
+    let mut writer = storage::writer(&db).await?;
+    // Background work on the writer (the WAL checkpoint) is no request's statement.
+    let background_writer = writer.clone();
+    if let Some(log) = &options.statement_log {
         storage::log_statements(&mut db, log);
-        storage::log_statements(&mut writes, log);
+        storage::log_statements(&mut writer, log);
     }
+    let sequencer = Sequencer::new(writer.clone(), db.clone());
+    let writes = Writes::new(writer.clone(), sequencer.clone());
     let grants = InterceptedService::new(
-        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone(), writes.clone(), log)?))
+        GrantServiceServer::new(GrantApi::new(Grants::new(db.clone(), writes.clone())))
             .max_decoding_message_size(limit),
         auth.clone(),
     );
@@ -141,7 +144,8 @@ pub async fn serve(
         auth.clone(),
     );
     let audit = InterceptedService::new(
-        AuditServiceServer::new(AuditApi::new(Audit::new(db.clone(), feed.clone()))).max_decoding_message_size(limit),
+        AuditServiceServer::new(AuditApi::new(Audit::new(db.clone(), feed.clone(), options.watch_limits)))
+            .max_decoding_message_size(limit),
         auth,
     );
 
@@ -149,7 +153,12 @@ pub async fn serve(
     // The first answer is in place before the port serves, so no check sees an unknown service.
     let serving = reachable(&background, options.health_probe_interval).await;
     report(&health_reporter, serving).await;
-    let checkpoints = tokio::spawn(storage::checkpoint_sqlite_wal(background.clone(), SQLITE_CHECKPOINT_INTERVAL));
+    let checkpoints =
+        tokio::spawn(storage::checkpoint_sqlite_wal(background.clone(), background_writer, SQLITE_CHECKPOINT_INTERVAL));
+    if let Err(err) = sequencer.number_leftovers(&background).await {
+        tracing::warn!(error = %err, "cannot number changes left unnumbered; the sweeper will retry");
+    }
+    let sweeper = tokio::spawn(sequencer.sweep(background.clone(), SEQUENCER_SWEEP_INTERVAL, PENDING_VACUUM_INTERVAL));
     let probe = tokio::spawn(probe_database(background, health_reporter, options.health_probe_interval, serving));
 
     let reflection_v1 = reflection().build_v1()?;
@@ -164,14 +173,20 @@ pub async fn serve(
         builder = builder.tls_config(config)?;
     }
 
-    tracing::info!(address = %listener.local_addr()?, tls = options.tls.is_some(), "serving");
-    // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without
-    // TCP_NODELAY a response's frames wait on the client's delayed ACK (milliseconds).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let limits = options.connections.within_file_limit();
+    tracing::info!(
+        address = %listener.local_addr()?,
+        tls = options.tls.is_some(),
+        max_connections = limits.max_connections,
+        "serving"
+    );
     builder
-        .timeout(options.request_timeout)
         .max_concurrent_streams(options.max_concurrent_streams)
-        .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
+        .http2_max_header_list_size(HEADER_LIST_LIMIT)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .layer(ActivityLayer)
+        .layer(EdgeLayer::new(options.request_timeout))
         .layer(AdmissionLayer::new(options.max_in_flight, options.queue_timeout))
         .add_service(health)
         .add_service(reflection_v1)
@@ -179,7 +194,7 @@ pub async fn serve(
         .add_service(grants)
         .add_service(directory)
         .add_service(audit)
-        .serve_with_incoming_shutdown(incoming, async {
+        .serve_with_incoming_shutdown(connections::incoming(listener, limits), async {
             shutdown.await;
             // Watch streams would otherwise hold the drain open until the grace ends.
             feed.close();
@@ -187,6 +202,7 @@ pub async fn serve(
         .await?;
     probe.abort();
     checkpoints.abort();
+    sweeper.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -16,6 +16,7 @@ backend_tests!(
     list_changes_rejects_bad_arguments,
     bulk_revocations_record_each_grant_they_remove,
     concurrent_adds_each_get_their_own_answer_and_events,
+    changes_a_writer_left_unnumbered_reach_the_feed,
 );
 
 const REQUEST_ID: &str = "x-request-id";
@@ -520,17 +521,7 @@ fn grant_events(changes: &[pb::Change]) -> Vec<(String, String, String, String)>
 }
 
 async fn changes_after(server: &TestServer, revision: u64) -> Vec<pb::Change> {
-    server
-        .audit()
-        .list_changes(pb::ListChangesRequest {
-            after_revision: revision,
-            organization_id: String::new(),
-            page_size: 1000,
-        })
-        .await
-        .expect("list changes")
-        .into_inner()
-        .changes
+    server.list_changes(revision).await
 }
 
 /// RemoveResourcePermissions, DeletePermission, RemoveUserFromOrganization and
@@ -754,4 +745,62 @@ async fn concurrent_adds_each_get_their_own_answer_and_events(server: TestServer
     once.sort();
     assert_eq!(shared_added, once, "each shared grant was added by exactly one of the adds that asked for it");
     assert_eq!(server.count_rows("grants").await, (USERS * 2 + 2) as i64, "the failed adds wrote nothing");
+}
+
+/// A write whose process ended after its commit and before its events were numbered
+/// leaves them without a revision. Every process looks for such events and numbers them
+/// after everything numbered before, so the feed still shows them, once, in order, and
+/// the writes after them get later revisions.
+async fn changes_a_writer_left_unnumbered_reach_the_feed(server: TestServer) {
+    use sea_orm::{ConnectionTrait, Statement};
+    create_org(&server, "acme").await;
+    add_member(&server, "acme", "alice").await;
+    let before = server.latest_revision().await;
+
+    let backend = server.db.get_database_backend();
+    let insert = match server.backend {
+        common::Backend::Postgres => {
+            "INSERT INTO pending_changes (write_id, kind, actor, request_id, at, organization_id, user_id) \
+             VALUES ($1, $2, 'dead-writer', 'req-dead', $3, 'acme', 'bob')"
+        }
+        common::Backend::Sqlite => {
+            "INSERT INTO pending_changes (write_id, kind, actor, request_id, at, organization_id, user_id) \
+             VALUES (?1, ?2, 'dead-writer', 'req-dead', ?3, 'acme', 'bob')"
+        }
+    };
+    let member_added = i16::try_from(pb::ChangeKind::MemberAdded as i32).expect("small kind");
+    server
+        .db
+        .execute(Statement::from_sql_and_values(
+            backend,
+            insert,
+            [uuid::Uuid::new_v4().into(), member_added.into(), chrono::Utc::now().into()],
+        ))
+        .await
+        .expect("an event committed without a revision");
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let numbered = loop {
+        let changes = changes_after(&server, before).await;
+        if let Some(change) = changes.iter().find(|c| c.request_id == "req-dead") {
+            break change.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the unnumbered event never reached the feed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(numbered.revision, before + 1, "numbered after everything numbered before it");
+    assert_eq!((numbered.actor.as_str(), numbered.user_id.as_str()), ("dead-writer", "bob"));
+
+    let next = server
+        .directory()
+        .add_user_to_organization(pb::AddUserToOrganizationRequest {
+            organization_id: "acme".into(),
+            user_id: "carol".into(),
+        })
+        .await
+        .expect("add member")
+        .into_inner();
+    assert_eq!(next.revision, before + 2, "later writes follow it");
+    let revisions: Vec<u64> = changes_after(&server, 0).await.iter().map(|c| c.revision).collect();
+    assert_eq!(revisions, (1..=before + 2).collect::<Vec<_>>(), "no gap, no repeat");
 }

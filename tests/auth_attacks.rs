@@ -49,6 +49,8 @@ backend_tests!(
     issuer_and_audience_are_enforced_when_configured,
     audience_may_be_an_array_as_rfc_7519_allows,
     health_and_reflection_need_no_token,
+    an_unknown_key_id_is_not_echoed,
+    large_tokens_get_a_clear_answer,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -88,7 +90,8 @@ async fn token_signed_with_another_secret_is_unauthenticated(server: TestServer)
     let before = prepare(&server).await;
     let other_secret = b"someone-elses-secret-0123456789abcdef!!";
     let forged = hs256(other_secret, &claims("mallory", true));
-    assert_rejected(&server, &server.channel, Bearer::new(&forged), "signature").await;
+    // The refusal says which key the server expected, never the key itself.
+    assert_rejected(&server, &server.channel, Bearer::new(&forged), "holds: an HS256 secret").await;
     // Minted the way grantd mints, but with the wrong key: still refused.
     let request = admin_request("mallory");
     let minted = grantd::auth::mint(other_secret, &request).expect("mint");
@@ -205,6 +208,50 @@ async fn hmac_token_keyed_with_a_public_key_is_unauthenticated_on_an_hs256_serve
     assert_nothing_written(&server, before).await;
 }
 
+/// The status message travels in a header: echoing the token's `kid` let an attacker
+/// size the answer (a 10,000-byte kid made a 10 KB grpc-message).
+async fn an_unknown_key_id_is_not_echoed(server: TestServer) {
+    let before = prepare(&server).await;
+    let kid = "k".repeat(10_000);
+    let header = Header { kid: Some(kid.clone()), ..Header::new(Algorithm::HS256) };
+    let token = encode(&header, &claims("mallory", true), &EncodingKey::from_secret(TEST_SECRET)).expect("encode");
+    let statuses = assert_rejected(&server, &server.channel, Bearer::new(&token), "key id").await;
+    for status in statuses {
+        let start: String = status.message().chars().take(200).collect();
+        assert!(status.message().len() < 200, "{} bytes: {start:?}", status.message().len());
+        assert!(!status.message().contains("kkkkkkkk"), "the kid is echoed: {start:?}");
+    }
+    assert_nothing_written(&server, before).await;
+}
+
+/// Identity providers issue large tokens (many groups or roles). HTTP/2 refuses metadata
+/// over its header-list limit with HTTP 431, which clients report as UNKNOWN; below that
+/// limit every size gets an answer a client can act on.
+async fn large_tokens_get_a_clear_answer(server: TestServer) {
+    let before = prepare(&server).await;
+    // A genuine token padded with a claim grantd ignores, about 12 KB long.
+    let padded = serde_json::json!({
+        "sub": "reader", "exp": now() + 3600, "groups": vec!["g".repeat(90); 100],
+    });
+    let large = hs256_json(TEST_SECRET, &padded);
+    assert!((12_000..14_000).contains(&large.len()), "{} bytes", large.len());
+    assert_accepted(&server.channel, Bearer::new(&large)).await;
+
+    // A 12 KB forgery is an ordinary bad token.
+    let forged = format!("{}.{}.{}", "e".repeat(4_000), "e".repeat(4_000), "e".repeat(4_000));
+    assert_rejected(&server, &server.channel, Bearer::new(&forged), "token").await;
+
+    // Beyond the metadata limit: RESOURCE_EXHAUSTED naming the limit, nothing else.
+    let oversized = format!("{}.{}.{}", "e".repeat(8_000), "e".repeat(8_000), "e".repeat(8_000));
+    let outcomes = attempt(&server.channel, Bearer::new(&oversized)).await;
+    for status in outcomes {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("16384"), "the message names the limit: {:?}", status.message());
+        assert!(status.metadata().get("x-request-id").is_some(), "{status:?}");
+    }
+    assert_nothing_written(&server, before).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Servers with other key configurations, beside the test server on its database
 // ---------------------------------------------------------------------------------------
@@ -274,6 +321,13 @@ async fn jwks_server_chooses_keys_by_kid_and_forgets_removed_keys_on_reload(serv
     let stranger = KeyPair::generate().expect("key pair");
     let unknown = es256(&stranger, Some("key-3"), &claims("mallory", true));
     assert_rejected(&server, &extra.channel, Bearer::new(&unknown), "key id").await;
+    assert_rejected(
+        &server,
+        &extra.channel,
+        Bearer::new(&unknown),
+        r#"holds kid "key-1" (ES256), kid "key-2" (ES256)"#,
+    )
+    .await;
     // A known kid, but signed by another key.
     let impostor = es256(&stranger, Some("key-1"), &claims("mallory", true));
     assert_rejected(&server, &extra.channel, Bearer::new(&impostor), "signature").await;

@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Bearer, Snapshot, TEST_SECRET, TestServer, add_member, create_org, create_permission, proto as pb, resource,
-    snapshot,
+    Bearer, Snapshot, TEST_SECRET, TestServer, add_member, create_org, create_permission, permission_id, proto as pb,
+    resource, snapshot,
 };
 use grantd::{
     api::pb::{
@@ -34,6 +34,8 @@ backend_tests!(
     catalog_reads_are_open_to_any_caller,
     org_scoped_token_acts_only_in_its_organizations,
     org_scoped_admin_token_sees_nothing_of_other_organizations,
+    org_scoped_token_lists_only_its_own_memberships,
+    own_reads_tell_nothing_about_organizations_the_caller_is_not_in,
     revoking_edit_org_users_takes_effect_on_the_next_write,
     changes_record_the_caller_and_request_id,
 );
@@ -58,8 +60,7 @@ struct Fixture {
 async fn setup(server: &TestServer) -> Fixture {
     create_org(server, ORG_A).await;
     create_org(server, ORG_B).await;
-    let edit = create_permission(server, EDIT).await;
-    create_permission(server, VIEW).await;
+    let edit = permission_id(server, EDIT).await;
     let read = create_permission(server, READ).await;
     let write = create_permission(server, WRITE).await;
     for user in ["editor", "viewer", "alice", "bob"] {
@@ -590,6 +591,77 @@ async fn org_scoped_admin_token_sees_nothing_of_other_organizations(server: Test
     assert_unchanged(&server, before).await;
 }
 
+/// `orgs: ["org-b"]` acts in B only; its subject's own memberships elsewhere are none of
+/// its business either.
+async fn org_scoped_token_lists_only_its_own_memberships(server: TestServer) {
+    setup(&server).await;
+    let before = snapshot(&server).await;
+    let memberships = |organizations, page_size| scoped_memberships(&server, "bob", organizations, page_size);
+    assert_eq!(memberships(&[ORG_B], 0).await, vec![ORG_B], "a B-scoped token sees B only");
+    assert_eq!(memberships(&[ORG_A], 1).await, vec![ORG_A], "an A-scoped token sees A only, page by page");
+    assert_eq!(memberships(&[ORG_A, ORG_B], 1).await, vec![ORG_A, ORG_B]);
+    assert!(memberships(&[], 0).await.is_empty(), "an empty scope sees nothing");
+    assert!(memberships(&["ghost"], 0).await.is_empty());
+    // The same subject without a scope sees both.
+    let all = directory(&server, &common::token("bob", false))
+        .list_user_organizations(pb::ListUserOrganizationsRequest { user_id: "bob".into(), ..Default::default() })
+        .await
+        .expect("unscoped")
+        .into_inner()
+        .memberships;
+    assert_eq!(all.len(), 2);
+    assert_unchanged(&server, before).await;
+}
+
+/// Anyone may check and list their own grants in any organization, member or not. The
+/// answer must be the same whether or not the organization exists, or the calls probe
+/// for the organizations of other tenants.
+async fn own_reads_tell_nothing_about_organizations_the_caller_is_not_in(server: TestServer) {
+    setup(&server).await;
+    let before = snapshot(&server).await;
+    let token = common::token("alice", false);
+    let mut alice = grants(&server, &token);
+    let mut problems = Vec::new();
+    let answers = |organization: &'static str| {
+        let mut alice = alice.clone();
+        async move {
+            let mut seen = Vec::new();
+            for (name, resource) in [(READ, None), (READ, resource("folder", "f1")), ("no:such:permission", None)] {
+                let outcome = alice.check_permission(check_request(organization, "alice", name, resource)).await;
+                seen.push(match outcome {
+                    Ok(answer) => format!("CheckPermission {name}: OK allowed={}", answer.into_inner().allowed),
+                    Err(status) => format!("CheckPermission {name}: {:?} {}", status.code(), status.message()),
+                });
+            }
+            let outcome = alice.list_user_permissions(list_request(organization, "alice")).await;
+            seen.push(match outcome {
+                Ok(answer) => format!("ListUserPermissions: OK {} grants", answer.into_inner().grants.len()),
+                Err(status) => format!("ListUserPermissions: {:?} {}", status.code(), status.message()),
+            });
+            seen.into_iter().map(|answer| answer.replace(organization, "<organization>")).collect::<Vec<_>>()
+        }
+    };
+    let existing = answers(ORG_B).await;
+    let ghost = answers("ghost").await;
+    for (existing, ghost) in existing.iter().zip(&ghost) {
+        if existing != ghost {
+            problems.push(format!("B, which exists: {existing}\n  ghost, which does not: {ghost}"));
+        }
+    }
+    // Where she is a member nothing changes: she reads her grant.
+    let check = alice.check_permission(check_request(ORG_A, "alice", READ, resource("folder", "f1"))).await;
+    assert!(check.expect("alice in A").into_inner().allowed);
+    // An administrator may still learn that an organization does not exist.
+    let status = server
+        .grants()
+        .check_permission(check_request("ghost", "alice", READ, None))
+        .await
+        .expect_err("no such organization");
+    assert_eq!(status.code(), Code::NotFound);
+    assert_no_problems(problems);
+    assert_unchanged(&server, before).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Revocation and the audit trail
 // ---------------------------------------------------------------------------------------
@@ -975,6 +1047,31 @@ fn directory(server: &TestServer, token: &str) -> DirectoryServiceClient<common:
 
 fn audit(server: &TestServer, token: &str) -> AuditServiceClient<common::Authed> {
     AuditServiceClient::new(server.channel_as(Bearer::new(token)))
+}
+
+/// Every page of `subject`'s ListUserOrganizations of itself, with a token scoped to
+/// `organizations`.
+async fn scoped_memberships(server: &TestServer, subject: &str, organizations: &[&str], page_size: i32) -> Vec<String> {
+    let mut directory = directory(server, &scoped_token(subject, false, organizations));
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = directory
+            .list_user_organizations(pb::ListUserOrganizationsRequest {
+                user_id: subject.into(),
+                page_size,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a caller lists its own organizations")
+            .into_inner();
+        listed.extend(page.memberships.into_iter().map(|m| m.organization_id));
+        if page.next_page_token.is_empty() {
+            return listed;
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// A token acting only in `organizations`.

@@ -42,6 +42,7 @@ const GRANTD_VARS: &[&str] = &[
     "GRANTD_TLS_KEY",
     "GRANTD_TLS_CLIENT_CA",
     "GRANTD_INSECURE_NO_AUTH",
+    "GRANTD_DEV",
 ];
 
 #[test]
@@ -198,6 +199,149 @@ fn grantd_token_needs_the_secret() {
         short.to_str().expect("utf-8 path"),
     ]));
     assert!(!output.status.success(), "{}", all_output(&output));
+}
+
+/// `grantd token` signs with the key `serve` was given, through the same flags and
+/// variables; a token signed otherwise is refused with the kinds of key the server holds.
+#[test]
+fn grantd_token_takes_the_key_flags_of_serve() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("grantd.secret");
+    std::fs::write(&secret, "a-secret-of-more-than-thirty-two-bytes-for-this-test").expect("write secret");
+    let secret = secret.to_str().expect("utf-8 path");
+    let log = dir.path().join("serve.log");
+    let mut server = spawn_logged(
+        grantd(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]).env("GRANTD_JWT_HS256_SECRET_FILE", secret),
+        &log,
+    );
+    let addr = serving_address(&mut server, &log);
+    assert!(!dir.path().join("grantd.db.jwt-secret").exists(), "a configured key, no generated one");
+
+    let by_flag = mint(dir.path(), &["--subject", "root", "--admin", "--jwt-hs256-secret-file", secret]);
+    let by_variable = {
+        let output = run_to_exit(
+            grantd(dir.path())
+                .args(["token", "--subject", "root", "--admin"])
+                .env("GRANTD_JWT_HS256_SECRET_FILE", secret),
+        );
+        assert!(output.status.success(), "{}", all_output(&output));
+        String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+        let list = |token: String| {
+            let mut client = DirectoryServiceClient::new(InterceptedService::new(channel.clone(), Bearer::new(&token)));
+            async move { client.list_organizations(pb::ListOrganizationsRequest::default()).await }
+        };
+        list(by_flag).await.expect("minted with --jwt-hs256-secret-file");
+        list(by_variable).await.expect("minted with GRANTD_JWT_HS256_SECRET_FILE");
+        let status = list(common::token("root", true)).await.expect_err("signed with another secret");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(
+            status.message().contains("does not verify with the keys this server holds: an HS256 secret"),
+            "the refusal says which key the server expected: {status:?}"
+        );
+    });
+
+    // Keys grantd cannot sign with are explained, not ignored.
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys": []}"#).expect("write jwks");
+    let output = run_to_exit(grantd(dir.path()).args(["token", "--subject", "root"]).env("GRANTD_JWKS_FILE", &jwks));
+    let text = all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("signs with an HS256 secret"), "{text}");
+}
+
+/// Mistakes on the command line are one readable line, not a crash report, even for a
+/// developer with RUST_BACKTRACE set; a token for no one is refused before it is minted.
+#[test]
+fn command_line_errors_are_plain_sentences() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let failures = [
+        run_to_exit(
+            grantd(dir.path())
+                .args(["serve", "--database-url", "postgres://grantd@192.0.2.1:5432/grantd"])
+                .env("RUST_BACKTRACE", "1"),
+        ),
+        run_to_exit(grantd(dir.path()).args(["token", "--subject", "alice"]).env("RUST_BACKTRACE", "full")),
+    ];
+    for output in &failures {
+        let text = all_output(output);
+        assert!(!output.status.success(), "{text}");
+        let error =
+            text.lines().find(|line| line.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {text}"));
+        assert!(!error.contains('\\') && !error.contains("  "), "a stray backslash or run of spaces: {error:?}");
+        for noise in ["backtrace", "Stack", "Caused by", "Error: "] {
+            assert!(!text.contains(noise), "{noise:?} in {text}");
+        }
+    }
+
+    for subject in ["", "two words"] {
+        let output =
+            run_to_exit(grantd(dir.path()).args(["token", "--subject", subject, "--jwt-hs256-secret-file", "x"]));
+        let text = all_output(&output);
+        assert!(!output.status.success(), "{subject:?}: {text}");
+        assert!(text.contains("--subject") && text.contains("not a user id"), "{subject:?}: {text}");
+        assert!(output.stdout.is_empty(), "no token printed for {subject:?}");
+    }
+}
+
+/// `serve --dev`: nothing to configure and nothing kept; it says so, needs no token, and
+/// stays on loopback.
+#[test]
+fn serve_dev_is_in_memory_without_auth_on_loopback_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("serve.log");
+    let mut server = spawn_logged(grantd(dir.path()).args(["serve", "--dev", "--listen", "127.0.0.1:0"]), &log);
+    let addr = serving_address(&mut server, &log);
+    let logged = std::fs::read_to_string(&log).expect("read log");
+    assert!(logged.contains("DEVELOPMENT MODE"), "a banner says what --dev means: {logged}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+        let mut anyone = DirectoryServiceClient::new(InterceptedService::new(channel, Bearer::none()));
+        anyone
+            .create_organization(pb::CreateOrganizationRequest { id: "acme".into(), display_name: String::new() })
+            .await
+            .expect("no token needed");
+        let listed = anyone.list_organizations(pb::ListOrganizationsRequest::default()).await.expect("list");
+        assert_eq!(listed.into_inner().organizations.len(), 1);
+    });
+    drop(server);
+    let files: Vec<_> =
+        std::fs::read_dir(dir.path()).expect("read dir").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(files, vec![std::ffi::OsString::from("serve.log")], "nothing kept on disk");
+
+    let output = run_to_exit(grantd(dir.path()).args(["serve", "--dev", "--listen", "0.0.0.0:0"]));
+    let text = all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("loopback"), "{text}");
+}
+
+/// The first start on a brand-new PostgreSQL database logs no warnings and none of
+/// PostgreSQL's notices (migrations create their bookkeeping table `IF NOT EXISTS`).
+#[test]
+fn first_start_on_a_new_postgres_database_is_quiet() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let Some((url, _)) = runtime.block_on(common::create_postgres_database("grantd_cli_first_start")) else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("grantd.secret");
+    std::fs::write(&secret, "a-secret-of-more-than-thirty-two-bytes-for-this-test").expect("write secret");
+    let log = dir.path().join("serve.log");
+    let mut server = spawn_logged(
+        grantd(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+            .env("GRANTD_JWT_HS256_SECRET_FILE", &secret)
+            .env_remove("RUST_LOG"),
+        &log,
+    );
+    serving_address(&mut server, &log);
+    drop(server);
+    let logged = std::fs::read_to_string(&log).expect("read log");
+    for noise in ["already exists", "WARN", "ERROR"] {
+        assert!(!logged.contains(noise), "{noise:?} logged on a first start: {logged}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{TestServer, add_member, bad_request_fields, create_org, create_permission, proto as pb, resource};
+use common::{
+    BUILT_IN_PERMISSIONS, TestServer, add_member, bad_request_fields, create_org, create_permission, permission_id,
+    proto as pb, resource,
+};
 use tonic::Code;
 
 backend_tests!(
@@ -27,6 +30,7 @@ backend_tests!(
     delete_permission_while_granted_needs_force,
     delete_unknown_permission_is_not_found_unless_allow_missing,
     create_permission_rejects_invalid_names,
+    built_in_rights_are_in_every_catalog_and_cannot_be_deleted,
 );
 
 /// Grants `names` to `user` in `org` on `res` (the organization when `None`).
@@ -488,7 +492,7 @@ async fn create_permission_mints_a_uuid(server: TestServer) {
     assert!(permission.created_at.is_some());
     assert_eq!(created.revision, server.latest_revision().await);
 
-    let other = create_permission(&server, "edit_org_users").await;
+    let other = create_permission(&server, "documents:share").await;
     assert_ne!(other, permission.id, "each permission gets its own id");
     uuid::Uuid::parse_str(&other).expect("the id is a UUID");
 }
@@ -503,7 +507,7 @@ async fn create_permission_with_taken_name_is_already_exists(server: TestServer)
         .expect_err("the name is taken");
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(server.latest_revision().await, revision);
-    assert_eq!(server.count_rows("permissions").await, 1);
+    assert_eq!(server.count_rows("permissions").await, 1 + BUILT_IN_PERMISSIONS);
     let kept = server
         .directory()
         .get_permission(pb::GetPermissionRequest {
@@ -523,7 +527,7 @@ async fn get_permission_by_id_and_by_name(server: TestServer) {
     let created = server
         .directory()
         .create_permission(pb::CreatePermissionRequest {
-            name: "edit_org_users".into(),
+            name: "documents:share".into(),
             description: "Manage the users of an organization".into(),
         })
         .await
@@ -543,7 +547,7 @@ async fn get_permission_by_id_and_by_name(server: TestServer) {
         .expect("permission");
     assert_eq!(by_id, created, "GetPermission answers what CreatePermission answered, created_at included");
     let by_name = directory
-        .get_permission(pb::GetPermissionRequest { permission: Some(Permission::Name("edit_org_users".into())) })
+        .get_permission(pb::GetPermissionRequest { permission: Some(Permission::Name("documents:share".into())) })
         .await
         .expect("by name")
         .into_inner()
@@ -552,7 +556,7 @@ async fn get_permission_by_id_and_by_name(server: TestServer) {
     assert_eq!(by_name, created);
 
     let status = directory
-        .get_permission(pb::GetPermissionRequest { permission: Some(Permission::Name("edit_org_user".into())) })
+        .get_permission(pb::GetPermissionRequest { permission: Some(Permission::Name("documents:shar".into())) })
         .await
         .expect_err("unknown name");
     assert_eq!(status.code(), Code::NotFound);
@@ -562,7 +566,7 @@ async fn get_permission_by_id_and_by_name(server: TestServer) {
         .expect_err("unknown id");
     assert_eq!(status.code(), Code::NotFound);
     let status = directory
-        .get_permission(pb::GetPermissionRequest { permission: Some(Permission::Id("edit_org_users".into())) })
+        .get_permission(pb::GetPermissionRequest { permission: Some(Permission::Id("documents:share".into())) })
         .await
         .expect_err("not a UUID");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -570,12 +574,16 @@ async fn get_permission_by_id_and_by_name(server: TestServer) {
 }
 
 async fn list_permissions_pages_in_name_order(server: TestServer) {
-    let names = ["documents:write", "a", "edit_org_users", "documents:read", "documents-admin", "0.x", "z_last"];
+    let names = ["documents:write", "a", "edit_org", "documents:read", "documents-admin", "0.x", "z_last"];
     let mut ids = std::collections::HashMap::new();
     for name in names {
         ids.insert(name.to_owned(), create_permission(&server, name).await);
     }
-    let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    // The built-in rights sort among the others.
+    for name in ["edit_org_users", "view_org_users"] {
+        ids.insert(name.to_owned(), permission_id(&server, name).await);
+    }
+    let mut expected: Vec<String> = ids.keys().cloned().collect();
     expected.sort();
 
     let mut directory = server.directory();
@@ -599,7 +607,7 @@ async fn list_permissions_pages_in_name_order(server: TestServer) {
         }
         assert!(sizes.len() < 10, "paging does not end");
     }
-    assert_eq!(sizes, vec![2, 2, 2, 1]);
+    assert_eq!(sizes, vec![2, 2, 2, 2, 1]);
     assert_eq!(listed, expected);
 
     let all = directory
@@ -682,7 +690,7 @@ async fn delete_permission_while_granted_needs_force(server: TestServer) {
         .expect("delete an ungranted permission")
         .into_inner();
     assert_eq!(deleted.revoked_grant_count, 0);
-    assert_eq!(server.count_rows("permissions").await, 0);
+    assert_eq!(server.count_rows("permissions").await, BUILT_IN_PERMISSIONS);
 }
 
 fn folder_grant(name: &str) -> (String, String, String) {
@@ -753,11 +761,61 @@ async fn create_permission_rejects_invalid_names(server: TestServer) {
         assert_eq!(bad_request_fields(&status), vec!["name"], "{name:?}");
     }
     assert_eq!(server.latest_revision().await, 0);
-    assert_eq!(server.count_rows("permissions").await, 0);
+    assert_eq!(server.count_rows("permissions").await, BUILT_IN_PERMISSIONS);
 
     // The longest valid name is accepted as is.
     let longest = "a".repeat(128);
     create_permission(&server, &longest).await;
     let listed = directory.list_permissions(pb::ListPermissionsRequest::default()).await.expect("list").into_inner();
-    assert_eq!(listed.permissions.into_iter().map(|p| p.name).collect::<Vec<_>>(), vec![longest]);
+    let created: Vec<String> = listed.permissions.into_iter().filter(|p| !p.built_in).map(|p| p.name).collect();
+    assert_eq!(created, vec![longest]);
+}
+
+/// `edit_org_users` and `view_org_users` are there before anyone creates them, marked as
+/// built in; their names cannot be taken again and they cannot be deleted, even with force
+/// while nobody holds them. Granting them is ordinary.
+async fn built_in_rights_are_in_every_catalog_and_cannot_be_deleted(server: TestServer) {
+    let mut directory = server.directory();
+    let listed = directory.list_permissions(pb::ListPermissionsRequest::default()).await.expect("list").into_inner();
+    let built_in: Vec<(String, bool)> = listed.permissions.iter().map(|p| (p.name.clone(), p.built_in)).collect();
+    assert_eq!(built_in, vec![("edit_org_users".to_owned(), true), ("view_org_users".to_owned(), true)]);
+    assert_eq!(server.latest_revision().await, 0, "built in, not created by a write");
+
+    let created = create_permission(&server, "documents:read").await;
+    let got = directory
+        .get_permission(pb::GetPermissionRequest {
+            permission: Some(pb::get_permission_request::Permission::Id(created)),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .permission
+        .expect("permission");
+    assert!(!got.built_in, "a permission created through the API is not built in");
+
+    let status = directory
+        .create_permission(pb::CreatePermissionRequest { name: "edit_org_users".into(), description: String::new() })
+        .await
+        .expect_err("the name is built in");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+    let revision = server.latest_revision().await;
+    for name in ["edit_org_users", "view_org_users"] {
+        let id = permission_id(&server, name).await;
+        for force in [false, true] {
+            let status = directory
+                .delete_permission(pb::DeletePermissionRequest { id: id.clone(), force, allow_missing: true })
+                .await
+                .expect_err("built in");
+            assert_eq!(status.code(), Code::FailedPrecondition, "{name}, force {force}: {status:?}");
+            assert!(status.message().contains("built in"), "{}", status.message());
+        }
+    }
+    assert_eq!(server.latest_revision().await, revision, "a refused delete writes nothing");
+    assert_eq!(server.count_rows("permissions").await, 1 + BUILT_IN_PERMISSIONS);
+
+    create_org(&server, "acme").await;
+    add_member(&server, "acme", "lead").await;
+    let added = grant(&server, "acme", "lead", &["edit_org_users"], None).await;
+    assert_eq!(added.len(), 1, "granted like any other permission");
 }

@@ -1,17 +1,26 @@
 //! Hostile and malformed input over SQLite and PostgreSQL: every such request is rejected
-//! with the right code and field, writes nothing, and leaves the server serving.
+//! with the right code and field, writes nothing, and leaves the server serving. Then
+//! hostile connections (silent, unfinished, too many, out of file descriptors), which
+//! involve no storage and run over SQLite only.
 
 mod common;
+#[path = "common/metrics.rs"]
+mod metrics;
+#[path = "common/process.rs"]
+mod process;
+
+use std::time::Duration;
 
 use common::{
-    Snapshot, TestServer, add_member, bad_request_fields, create_org, create_permission, proto as pb, resource,
-    snapshot,
+    ADMIN, Backend, Snapshot, TestServer, add_member, bad_request_fields, create_org, create_permission, proto as pb,
+    resource, snapshot, wire,
 };
 use pb::directory_service_client::DirectoryServiceClient;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_stream::StreamExt;
 use tonic::{Code, Status};
 
 backend_tests!(
@@ -26,6 +35,10 @@ backend_tests!(
     oversized_text_fields_are_rejected,
     ten_megabyte_requests_are_resource_exhausted,
     raw_junk_on_the_wire_does_not_stop_the_server,
+    undecodable_requests_are_invalid_argument_with_a_request_id,
+    refusals_before_a_handler_carry_the_request_id,
+    permission_ids_have_one_canonical_form,
+    revisions_beyond_what_the_database_numbers_are_named_as_sent,
 );
 
 /// An organization `acme` with member `alice` and a permission `documents:read`, so that
@@ -702,4 +715,452 @@ async fn raw_junk_on_the_wire_does_not_stop_the_server(server: TestServer) {
         .expect("health")
         .into_inner();
     assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
+
+/// Bytes that are no request of the method's type. tonic's decoder answers them INTERNAL
+/// with its own text (wire types, offsets), before any handler logs or names the request;
+/// they are the client's mistake.
+async fn undecodable_requests_are_invalid_argument_with_a_request_id(server: TestServer) {
+    fixture(&server).await;
+    let before = snapshot(&server).await;
+    let authorization = format!("Bearer {}", common::token(ADMIN, true));
+    // GetOrganizationRequest is `string id = 1`.
+    let mut long_varint = vec![0x10];
+    long_varint.extend_from_slice(&[0xff; 10]);
+    long_varint.push(0x01);
+    let mut truncated_frame = wire::frame(b"\x0a\x04acme");
+    truncated_frame[4] = 100;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid UTF-8 in a string field", wire::frame(&[0x0a, 0x02, 0xff, 0xfe])),
+        ("a varint where a string belongs", wire::frame(&[0x08, 0x01])),
+        ("a field longer than the message", wire::frame(&[0x0a, 0x10, b'a'])),
+        ("an 11-byte varint", wire::frame(&long_varint)),
+        ("a gRPC frame shorter than its length", truncated_frame),
+    ];
+    let mut problems = Vec::new();
+    for (i, (what, body)) in cases.into_iter().enumerate() {
+        let sent_id = format!("undecodable-{i}");
+        let metadata = [("authorization", authorization.as_str()), ("x-request-id", sent_id.as_str())];
+        let answer = wire::call(server.addr, "/grants.v1.DirectoryService/GetOrganization", &metadata, body).await;
+        let message = answer.status.message().to_lowercase();
+        if answer.status.code() != Code::InvalidArgument {
+            problems.push(format!("{what}: {:?} {:?}", answer.status.code(), answer.status.message()));
+        }
+        if message.len() > 100 || ["wire type", "utf", "buffer", "varint", "eof"].iter().any(|w| message.contains(w)) {
+            problems.push(format!("{what}: the decoder's own text reached the client: {message:?}"));
+        }
+        if answer.request_id.as_deref() != Some(sent_id.as_str()) {
+            problems.push(format!("{what}: request id {:?}, sent {sent_id}", answer.request_id));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(snapshot(&server).await, before);
+    still_serving(&server).await;
+}
+
+/// README: every response carries `x-request-id`, the caller's own when it sent a valid
+/// one. These are answered before a grantd handler runs.
+async fn refusals_before_a_handler_carry_the_request_id(server: TestServer) {
+    fixture(&server).await;
+    let before = snapshot(&server).await;
+    let request_id = |metadata: &tonic::metadata::MetadataMap| {
+        metadata.get("x-request-id").and_then(|value| value.to_str().ok()).map(str::to_owned)
+    };
+    let mut problems = Vec::new();
+
+    let mut anonymous = DirectoryServiceClient::new(server.channel.clone());
+    let mut request = tonic::Request::new(pb::ListPermissionsRequest::default());
+    request.metadata_mut().insert("x-request-id", "no-token-1".parse().expect("ASCII"));
+    let status = anonymous.list_permissions(request).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    if request_id(status.metadata()).as_deref() != Some("no-token-1") {
+        problems.push(format!("UNAUTHENTICATED echoes the caller's request id: {:?}", status.metadata()));
+    }
+    let status =
+        anonymous.list_permissions(pb::ListPermissionsRequest::default()).await.expect_err("no token, no request id");
+    if request_id(status.metadata()).is_none_or(|id| uuid::Uuid::parse_str(&id).is_err()) {
+        problems.push(format!("UNAUTHENTICATED without a request id gets a fresh one: {:?}", status.metadata()));
+    }
+    // A request id that is no valid id is replaced.
+    let mut request = tonic::Request::new(pb::ListPermissionsRequest::default());
+    request.metadata_mut().insert("x-request-id", "has spaces".parse().expect("ASCII"));
+    let status = anonymous.list_permissions(request).await.expect_err("no token");
+    if request_id(status.metadata()).is_none_or(|id| id == "has spaces") {
+        problems.push(format!("an invalid request id is replaced: {:?}", status.metadata()));
+    }
+
+    let mut directory = DirectoryServiceClient::new(server.admin_channel()).max_encoding_message_size(64 << 20);
+    let status = directory
+        .create_organization(pb::CreateOrganizationRequest { id: "huge".into(), display_name: "x".repeat(10 << 20) })
+        .await
+        .expect_err("10 MB display name");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    if request_id(status.metadata()).is_none() {
+        problems.push(format!("RESOURCE_EXHAUSTED for an oversized request: {:?}", status.metadata()));
+    }
+
+    let authorization = format!("Bearer {}", common::token(ADMIN, true));
+    let answer = wire::call(
+        server.addr,
+        "/grants.v1.DirectoryService/NoSuchMethod",
+        &[("authorization", &authorization), ("x-request-id", "unknown-method-1")],
+        wire::frame(&[]),
+    )
+    .await;
+    assert_eq!(answer.status.code(), Code::Unimplemented);
+    if answer.request_id.as_deref() != Some("unknown-method-1") {
+        problems.push(format!("UNIMPLEMENTED: {answer:?}"));
+    }
+
+    let health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health");
+    if request_id(health.metadata()).is_none() {
+        problems.push(format!("a health answer: {:?}", health.metadata()));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(snapshot(&server).await, before);
+}
+
+/// A permission id has one spelling, the one grantd answers with; `Uuid::parse_str`
+/// alone also takes braces, `urn:uuid:`, no hyphens and uppercase.
+async fn permission_ids_have_one_canonical_form(server: TestServer) {
+    let read = fixture(&server).await;
+    let before = snapshot(&server).await;
+    let spellings = [
+        format!("{{{read}}}"),
+        format!("urn:uuid:{read}"),
+        read.replace('-', ""),
+        read.to_uppercase(),
+        format!(" {read}"),
+    ];
+    let mut grants = server.grants();
+    let mut directory = server.directory();
+    for spelling in spellings {
+        let result = grants
+            .add_user_permissions(pb::AddUserPermissionsRequest {
+                organization_id: "acme".into(),
+                user_id: "alice".into(),
+                permission_ids: vec![spelling.clone()],
+                ..Default::default()
+            })
+            .await;
+        assert_invalid(result, "permission_ids[0]", &format!("AddUserPermissions {spelling:?}"));
+        let result = grants
+            .check_permission(pb::CheckPermissionRequest {
+                organization_id: "acme".into(),
+                user_id: "alice".into(),
+                permission: Some(pb::check_permission_request::Permission::PermissionId(spelling.clone())),
+                resource: None,
+                at_least_revision: 0,
+            })
+            .await;
+        assert_invalid(result, "permission_id", &format!("CheckPermission {spelling:?}"));
+        let result = directory
+            .get_permission(pb::GetPermissionRequest {
+                permission: Some(pb::get_permission_request::Permission::Id(spelling.clone())),
+            })
+            .await;
+        assert_invalid(result, "id", &format!("GetPermission {spelling:?}"));
+        let result = directory
+            .delete_permission(pb::DeletePermissionRequest { id: spelling.clone(), force: true, allow_missing: true })
+            .await;
+        assert_invalid(result, "id", &format!("DeletePermission {spelling:?}"));
+    }
+    assert_eq!(snapshot(&server).await, before);
+    still_serving(&server).await;
+}
+
+/// Revisions are numbered in a signed 64-bit column; a client may still send any u64,
+/// and the answer must name the revision it sent, not one it did not.
+async fn revisions_beyond_what_the_database_numbers_are_named_as_sent(server: TestServer) {
+    fixture(&server).await;
+    let before = snapshot(&server).await;
+    for sent in [1u64 << 63, u64::MAX] {
+        let outcomes = [
+            server
+                .grants()
+                .check_permission(pb::CheckPermissionRequest {
+                    organization_id: "acme".into(),
+                    user_id: "alice".into(),
+                    permission: Some(pb::check_permission_request::Permission::PermissionName("documents:read".into())),
+                    resource: None,
+                    at_least_revision: sent,
+                })
+                .await
+                .map(drop),
+            server
+                .grants()
+                .list_user_permissions(pb::ListUserPermissionsRequest {
+                    organization_id: "acme".into(),
+                    user_id: "alice".into(),
+                    at_least_revision: sent,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            server
+                .directory()
+                .list_organization_members(pb::ListOrganizationMembersRequest {
+                    organization_id: "acme".into(),
+                    at_least_revision: sent,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            server
+                .directory()
+                .list_user_organizations(pb::ListUserOrganizationsRequest {
+                    user_id: "alice".into(),
+                    at_least_revision: sent,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ];
+        for outcome in outcomes {
+            let status = outcome.expect_err("ahead of every revision");
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+            assert!(status.message().contains(&sent.to_string()), "{sent} in {:?}", status.message());
+        }
+    }
+    assert_eq!(snapshot(&server).await, before);
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections that cost without asking anything
+// ---------------------------------------------------------------------------------------
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 0x04, 0, 0, 0, 0, 0];
+
+/// Whether the server closes `stream` within `limit`, reading (and dropping) whatever it
+/// sends meanwhile.
+async fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let reading = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, reading).await.is_ok()
+}
+
+/// A replica of a SQLite test server with connection limits of its own.
+async fn server_with(
+    test: &str,
+    tune: impl FnOnce(&mut grantd::connections::ConnectionLimits),
+) -> (TestServer, TestServer) {
+    let server = TestServer::start(Backend::Sqlite, test).await.expect("a SQLite server");
+    let replica = server.replica(|options| tune(&mut options.connections)).await;
+    (server, replica)
+}
+
+/// Connections that send nothing, half a preface, only SETTINGS, or a header block that
+/// never ends held a file descriptor each for as long as the peer liked; so did one that
+/// made a request and then went quiet. None of them is owed anything; a connection with
+/// a stream open is, however long the stream is silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_unfinished_connections_are_closed() {
+    let (server, replica) = server_with("hostile_input::silent_connections", |limits| {
+        limits.handshake_timeout = Duration::from_millis(500);
+        limits.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let unfinished_headers: Vec<u8> = [PREFACE, EMPTY_SETTINGS, &[0, 0, 2, 0x01, 0, 0, 0, 0, 1, 0x83, 0x86]].concat();
+    let openings: Vec<(&str, Vec<u8>)> = vec![
+        ("nothing", Vec::new()),
+        ("half a preface", PREFACE[..10].to_vec()),
+        ("only SETTINGS", [PREFACE, EMPTY_SETTINGS].concat()),
+        ("HEADERS without END_HEADERS", unfinished_headers),
+    ];
+    let mut held = Vec::new();
+    for (what, opening) in openings {
+        let mut stream = TcpStream::connect(replica.addr).await.expect("connect");
+        stream.write_all(&opening).await.expect("send the opening");
+        held.push((what, stream));
+    }
+    for (what, stream) in &mut held {
+        assert!(closed_by_server(stream, Duration::from_secs(10)).await, "a connection that sent {what} stays open");
+    }
+
+    // One request, then quiet: closed once idle.
+    let tcp = TcpStream::connect(replica.addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!("http://{}/grpc.health.v1.Health/Check", replica.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("send");
+    body.send_data(wire::frame(&[]).into(), true).expect("body");
+    let mut answer = response.await.expect("health answers").into_body();
+    while answer.data().await.is_some() {}
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), connection).await.is_ok(),
+        "a connection idle after its request stays open"
+    );
+
+    // A stream that sends nothing for longer than the idle timeout keeps its connection.
+    let mut stream = replica
+        .audit()
+        .watch_changes(pb::WatchChangesRequest { after_revision: 0, organization_id: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    create_org(&server, "acme").await;
+    let change = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a change within the wait")
+        .expect("the stream is open")
+        .expect("a change, not an error");
+    assert_eq!(change.change.expect("change").organization_id, "acme");
+}
+
+/// A peer that stops answering (a cable pulled, a process frozen) is found by HTTP/2
+/// PINGs it leaves unanswered, not only when its handshake or idle time runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_leave_pings_unanswered_are_dropped() {
+    let (_server, replica) = server_with("hostile_input::unanswered_pings", |limits| {
+        limits.handshake_timeout = Duration::from_secs(60);
+        limits.idle_timeout = Duration::from_secs(60);
+        limits.keepalive_interval = Duration::from_millis(200);
+        limits.keepalive_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stream = TcpStream::connect(replica.addr).await.expect("connect");
+    stream.write_all(&[PREFACE, EMPTY_SETTINGS].concat()).await.expect("preface");
+    // Acknowledge the server's SETTINGS (its first frame), then answer nothing more.
+    let mut header = [0u8; 9];
+    stream.read_exact(&mut header).await.expect("the server's SETTINGS");
+    assert_eq!(header[3], 0x04, "SETTINGS first: {header:?}");
+    let length = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload).await.expect("settings payload");
+    stream.write_all(&[0, 0, 0, 0x04, 0x01, 0, 0, 0, 0]).await.expect("SETTINGS ACK");
+    assert!(closed_by_server(&mut stream, Duration::from_secs(10)).await, "a peer that answers no PING stays");
+}
+
+/// At most `max_connections` at once: beyond them a connection is closed as it arrives
+/// (the client fails fast and may try another replica), counted and logged; when some
+/// close, new ones are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_and_counted() {
+    let (server, replica) = server_with("hostile_input::connection_limit", |limits| {
+        limits.max_connections = 3;
+        limits.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let metrics_address = metrics_listener.local_addr().expect("address");
+    tokio::spawn(grantd::metrics::serve(metrics_listener, server.db.clone(), std::future::pending()));
+    let refused = || async {
+        metrics::sample(&metrics::scrape(metrics_address).await, "grantd_connections_refused_total ").unwrap_or(0.0)
+    };
+    let refused_before = refused().await;
+
+    // The replica's own client channel is one of the three.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(replica.addr).await.expect("connect"));
+    }
+    // Let the server accept them before the next one arrives.
+    replica.grants().check_permission(pb::CheckPermissionRequest::default()).await.expect_err("invalid");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut beyond = TcpStream::connect(replica.addr).await.expect("the kernel accepts the TCP connection");
+    assert!(closed_by_server(&mut beyond, Duration::from_secs(10)).await, "a fourth connection is served");
+    let status = DirectoryServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", replica.addr)).expect("uri").connect_lazy(),
+    )
+    .list_permissions(pb::ListPermissionsRequest::default())
+    .await
+    .expect_err("no room for another connection");
+    // Which code tonic gives a connection closed during its handshake depends on how
+    // far the handshake got (UNKNOWN, CANCELLED, UNAVAILABLE): a transport failure, at
+    // once, is what matters, not a call left waiting on a server with no room.
+    assert!(std::error::Error::source(&status).is_some(), "a transport failure, not a server's answer: {status:?}");
+    assert!(refused().await >= refused_before + 2.0, "refused connections are counted");
+
+    drop(silent);
+    let mut served = false;
+    for _ in 0..100 {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", replica.addr)).expect("uri");
+        if let Ok(channel) = channel.connect().await {
+            let health = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                .await;
+            if health.is_ok() {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "once connections close, new ones are served again");
+}
+
+/// Out of file descriptors, a failing accept was retried at once, forever: the process
+/// spun at 90% CPU doing nothing. It must back off, and serve again once descriptors
+/// are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_does_not_spin() {
+    let database = process::TestDatabase::sqlite();
+    let secret = process::SecretFile::new();
+    let metrics_address = format!("127.0.0.1:{}", process::free_port());
+    let mut grantd = process::Grantd::start(
+        "fd-exhaustion",
+        &database.url,
+        &secret,
+        &["--handshake-timeout-ms", "6000", "--db-max-connections", "4", "--metrics-listen", &metrics_address],
+    )
+    .await;
+    // Fewer descriptors than the connection limit allows for: accept itself fails.
+    let lowered = std::process::Command::new("prlimit")
+        .args(["--pid", &grantd.pid().to_string(), "--nofile=96:96"])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(lowered.success(), "prlimit failed");
+    let mut silent = Vec::new();
+    for _ in 0..150 {
+        silent.push(TcpStream::connect(grantd.addr).await.expect("the kernel accepts the TCP connection"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_seconds(grantd.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_seconds(grantd.pid()) - before;
+    assert!(used < 0.5, "grantd used {used:.2} s of CPU in 2 s with nothing to do:\n{}", grantd.log_tail(2000));
+
+    drop(silent);
+    let mut served = false;
+    for _ in 0..100 {
+        if process::health(grantd.addr, "").await.is_some() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "grantd serves again once descriptors are free:\n{}", grantd.log_tail(2000));
+    let scraped = metrics::scrape(metrics_address.parse().expect("address")).await;
+    let failed = metrics::sample(&scraped, "grantd_accept_errors_total ").unwrap_or(0.0);
+    assert!(failed > 0.0, "failed accepts are counted:\n{scraped}");
+    assert!(grantd.log_tail(20_000).contains("cannot accept connections"), "{}", grantd.log_tail(2000));
+    assert!(grantd.try_exit().is_none(), "grantd is still running");
+}
+
+/// User plus system CPU time the process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    let (_, after_name) = stat.rsplit_once(')').expect("stat has (comm)");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are the 14th and 15th fields; the state (3rd) is fields[0] here.
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    // USER_HZ is 100 on every Linux that grantd runs on.
+    ticks / 100.0
 }

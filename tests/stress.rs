@@ -31,30 +31,14 @@ use invariants::{CallRecord, Policy, Snapshot};
 use process::{Clients, Grantd, SecretFile, TestDatabase};
 use rand::{SeedableRng, rngs::StdRng};
 use tonic::Code;
+use workload::Settings;
 
 const DEFAULT_OPS: usize = 600;
 const DEFAULT_CLIENTS: usize = 16;
 const DEFAULT_TIME_CAP_SECS: u64 = 120;
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
-}
-
-struct Settings {
-    ops: usize,
-    clients: usize,
-    cap: Duration,
-    seed: u64,
-}
-
 fn settings() -> Settings {
-    let seed = std::env::var("GRANTD_STRESS_SEED").ok().map_or_else(rand::random, |v| v.parse().expect("seed"));
-    Settings {
-        ops: env_number("GRANTD_STRESS_OPS", DEFAULT_OPS as u64) as usize,
-        clients: (env_number("GRANTD_STRESS_CLIENTS", DEFAULT_CLIENTS as u64) as usize).max(1),
-        cap: Duration::from_secs(env_number("GRANTD_STRESS_TIME_CAP_SECS", DEFAULT_TIME_CAP_SECS)),
-        seed,
-    }
+    Settings::from_env("GRANTD_STRESS", DEFAULT_OPS, DEFAULT_CLIENTS, DEFAULT_TIME_CAP_SECS, 1)
 }
 
 /// Runs the whole stress scenario over `processes` processes on `database`.
@@ -337,4 +321,113 @@ fn checker_catches_damaged_histories() {
         added.clear();
     }
     assert!(fails(good.clone(), vec![added(3, &["p"]), later]), "a revision going back in real time");
+}
+
+/// The checks of tests/under_fire.rs: lost acknowledged writes and reads that do not
+/// show a write.
+#[test]
+fn checker_catches_lost_writes_and_stale_reads() {
+    use common::proto::{self as pb, ChangeKind};
+    use invariants::{Effect, ReadProbe, Seen};
+
+    fn change(revision: u64, kind: ChangeKind, request_id: &str) -> pb::Change {
+        let grant = matches!(kind, ChangeKind::GrantAdded | ChangeKind::GrantRemoved);
+        pb::Change {
+            revision,
+            kind: kind as i32,
+            actor: "a".into(),
+            request_id: request_id.into(),
+            at: None,
+            organization_id: "o".into(),
+            user_id: "u".into(),
+            permission_id: if grant { "p".into() } else { String::new() },
+            resource: grant.then(|| pb::Resource { r#type: "folder".into(), id: "f".into() }),
+        }
+    }
+    let call = |id: &str, at: u64, outcome: Result<(u64, Effect), (Code, String)>| CallRecord {
+        request_id: id.into(),
+        rpc: "AddUserPermissions",
+        process: 0,
+        sent: Duration::from_millis(at),
+        answered: Duration::from_millis(at + 5),
+        outcome,
+    };
+    let added = Effect::PermissionsAdded {
+        org: "o".into(),
+        user: "u".into(),
+        resource: ("folder".into(), "f".into()),
+        added: vec!["p".into()],
+    };
+    let removed = Effect::PermissionsRemoved {
+        org: "o".into(),
+        user: "u".into(),
+        resource: ("folder".into(), "f".into()),
+        removed: vec!["p".into()],
+    };
+    let grant = ("o".to_owned(), "u".to_owned(), "folder".to_owned(), "f".to_owned(), "p".to_owned());
+    // seed: member added (1); "add" adds the grant (2).
+    let good = Snapshot {
+        changes: vec![change(1, ChangeKind::MemberAdded, "seed-1"), change(2, ChangeKind::GrantAdded, "add")],
+        latest_revision: 2,
+        counter: 2,
+        change_rows: 2,
+        grants: [grant.clone()].into(),
+        members: [("o".to_owned(), "u".to_owned())].into(),
+    };
+    let add = call("add", 10, Ok((2, added.clone())));
+    let policy = Policy::faults();
+    let lost = |snapshot: &Snapshot, calls: &[CallRecord]| invariants::lost_writes(snapshot, calls, &policy).1.len();
+    assert_eq!(lost(&good, std::slice::from_ref(&add)), 0, "a consistent history");
+
+    // The grant an OK add answered is gone, and nothing removed it.
+    let mut gone = good.clone();
+    gone.grants.clear();
+    assert_eq!(lost(&gone, std::slice::from_ref(&add)), 1, "an acknowledged grant lost");
+    // A member an OK AddUserToOrganization answered is gone.
+    let joined = call("join", 20, Ok((2, Effect::UserAdded { org: "o".into(), user: "u".into(), created: false })));
+    let mut left = good.clone();
+    left.members.clear();
+    assert_eq!(lost(&left, &[add.clone(), joined]), 1, "an acknowledged member lost");
+    // A removal answered OK, and the grant is back with no event adding it again.
+    let revoke = call("revoke", 20, Ok((3, removed)));
+    let mut revoked = good.clone();
+    revoked.changes.push(change(3, ChangeKind::GrantRemoved, "revoke"));
+    (revoked.latest_revision, revoked.counter, revoked.change_rows) = (3, 3, 3);
+    assert_eq!(lost(&revoked, &[add.clone(), revoke.clone()]), 1, "an acknowledged removal undone by nothing");
+    revoked.grants.clear();
+    assert_eq!(lost(&revoked, &[add.clone(), revoke.clone()]), 0, "the removal explains the missing grant");
+    // The same removal with an unknown outcome explains it too; with a known failure not.
+    let unknown = call("revoke", 20, Err((Code::Unavailable, "down".into())));
+    assert_eq!(lost(&revoked, &[add.clone(), unknown]), 0, "a removal whose outcome is unknown");
+    let refused = call("revoke", 20, Err((Code::PermissionDenied, "no".into())));
+    assert_eq!(lost(&revoked, &[add.clone(), refused]), 1, "a removal that failed cannot explain it");
+
+    // Reads after the add, on another process, at_least_revision 2.
+    let probe = |outcome: Result<Seen, (Code, String)>, rpc: &'static str| ReadProbe {
+        after: "add".into(),
+        rpc,
+        at_least: 2,
+        process: 1,
+        write_process: 0,
+        asked: grant.clone(),
+        fact: Some(true),
+        outcome,
+    };
+    let stale = |snapshot: &Snapshot, probe: ReadProbe| invariants::check_reads(snapshot, &[probe], &policy).1.len();
+    let check = |allowed: bool, revision: u64| probe(Ok(Seen::Check { allowed, revision }), "CheckPermission");
+    assert_eq!(stale(&good, check(true, 2)), 0, "the read shows the write");
+    assert_eq!(stale(&good, check(false, 2)), 1, "the read does not show the write");
+    assert_eq!(stale(&good, check(true, 1)), 1, "answered below at_least_revision");
+    let ahead = probe(Err((Code::FailedPrecondition, "REVISION_AHEAD".into())), "CheckPermission");
+    assert_eq!(stale(&good, ahead), 1, "REVISION_AHEAD for a revision a write answered");
+    let down = probe(Err((Code::Unavailable, "down".into())), "CheckPermission");
+    assert_eq!(stale(&good, down), 0, "a read whose process is down proves nothing either way");
+    // Removed at 3, between the write and the read: the read must say not allowed.
+    assert_eq!(stale(&revoked, check(false, 3)), 0, "a later removal the read saw");
+    assert_eq!(stale(&revoked, check(true, 3)), 1, "a read that misses a removal it reports");
+    assert_eq!(stale(&revoked, check(true, 2)), 0, "a read before the removal");
+    let listed = |held: bool| probe(Ok(Seen::Listed { held }), "ListUserPermissions");
+    assert_eq!(stale(&good, listed(true)), 0, "listed");
+    assert_eq!(stale(&good, listed(false)), 1, "not listed, nothing removed it");
+    assert_eq!(stale(&revoked, listed(false)), 0, "not listed, removed later");
 }

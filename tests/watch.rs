@@ -5,9 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, add_member, create_org, create_permission, proto as pb};
+use common::{ADMIN, Bearer, TestServer, add_member, create_org, create_permission, proto as pb, wire};
+use grantd::{api::pb::audit_service_client::AuditServiceClient, auth::Claims};
+use prost::Message;
 use tokio_stream::StreamExt;
-use tonic::{Code, Streaming};
+use tonic::{Code, Status, Streaming};
 
 backend_tests!(
     replays_stored_changes_then_delivers_new_ones_in_order,
@@ -16,7 +18,13 @@ backend_tests!(
     a_watcher_that_falls_behind_is_told_where_to_resume,
     watchers_that_arrive_while_writes_go_on_miss_nothing,
     a_watcher_after_a_quiet_stretch_gets_its_backlog_from_the_database,
-    reads_honour_at_least_revision
+    reads_honour_at_least_revision,
+    a_watcher_is_cut_off_before_the_first_change_after_its_right_is_revoked,
+    a_watcher_rereads_its_right_even_when_no_change_reaches_it,
+    a_watcher_whose_token_expires_is_ended_unauthenticated,
+    a_stream_ends_resumably_after_its_longest_lifetime,
+    watch_streams_are_capped_per_caller_and_per_process,
+    a_watcher_that_takes_nothing_is_ended_when_its_buffer_stays_full,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -146,7 +154,6 @@ async fn a_watcher_after_a_quiet_stretch_gets_its_backlog_from_the_database(serv
 async fn organization_filter_and_rights_apply_to_the_stream(server: TestServer) {
     create_org(&server, "acme").await;
     create_org(&server, "globex").await;
-    create_permission(&server, "view_org_users").await;
     create_permission(&server, "documents:read").await;
     add_member(&server, "acme", "viewer").await;
     grant(&server, "acme", "viewer", vec!["view_org_users".into()]).await;
@@ -273,4 +280,246 @@ async fn reads_honour_at_least_revision(server: TestServer) {
     );
     let status = server.directory().list_user_organizations(memberships(ahead)).await.expect_err("ahead");
     assert_eq!(status.code(), Code::FailedPrecondition);
+}
+
+/// The status a stream ends with, once every change before it has been read.
+async fn end(stream: &mut Streaming<pb::WatchChangesResponse>) -> Status {
+    match tokio::time::timeout(WAIT, stream.next()).await.expect("the stream ends within the wait") {
+        Some(Err(status)) => status,
+        Some(Ok(response)) => panic!("another change instead of the end: {:?}", response.change),
+        None => panic!("the stream ended without a status to resume from"),
+    }
+}
+
+fn resume_from(status: &Status) -> u64 {
+    let (_, revision) = status.message().rsplit_once("after_revision = ").expect("a revision to resume after");
+    revision.parse().unwrap_or_else(|_| panic!("a revision in {:?}", status.message()))
+}
+
+/// acme, with `viewer` holding view_org_users there and `alice` documents:read.
+async fn viewer_fixture(server: &TestServer) {
+    create_org(server, "acme").await;
+    create_permission(server, "documents:read").await;
+    add_member(server, "acme", "viewer").await;
+    add_member(server, "acme", "alice").await;
+    grant(server, "acme", "viewer", vec!["view_org_users".into()]).await;
+    grant(server, "acme", "alice", vec!["documents:read".into()]).await;
+}
+
+async fn revoke(server: &TestServer, org: &str, user: &str, name: &str) -> u64 {
+    server
+        .grants()
+        .remove_user_permissions(pb::RemoveUserPermissionsRequest {
+            organization_id: org.into(),
+            user_id: user.into(),
+            permission_names: vec![name.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("revoke")
+        .into_inner()
+        .revision
+}
+
+fn audit_with(server: &TestServer, token: &str) -> AuditServiceClient<common::Authed> {
+    AuditServiceClient::new(server.channel_as(Bearer::new(token)))
+}
+
+async fn watch_as(
+    server: &TestServer,
+    token: &str,
+    after_revision: u64,
+    org: &str,
+) -> Streaming<pb::WatchChangesResponse> {
+    audit_with(server, token)
+        .watch_changes(pb::WatchChangesRequest { after_revision, organization_id: org.into() })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// The right to a stream is the right to each change in it: unary reads are denied the
+/// moment view_org_users is removed, and so must the stream be, before it delivers the
+/// revocation or anything after it.
+async fn a_watcher_is_cut_off_before_the_first_change_after_its_right_is_revoked(server: TestServer) {
+    viewer_fixture(&server).await;
+    let viewer = common::token("viewer", false);
+    let mut stream = watch_as(&server, &viewer, server.latest_revision().await, "acme").await;
+
+    // A revocation that is not the watcher's own leaves it watching.
+    let other = revoke(&server, "acme", "alice", "documents:read").await;
+    let change = next(&mut stream).await;
+    assert_eq!((change.revision, change.kind()), (other, pb::ChangeKind::GrantRemoved));
+
+    let revoked = revoke(&server, "acme", "viewer", "view_org_users").await;
+    add_member(&server, "acme", "carol").await;
+    let status = end(&mut stream).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("view_org_users"), "{}", status.message());
+    assert_eq!(resume_from(&status), other, "the last change delivered; {revoked} and after are not");
+    let denied = audit_with(&server, &viewer)
+        .list_changes(pb::ListChangesRequest { organization_id: "acme".into(), ..Default::default() })
+        .await
+        .expect_err("unary reads are denied too");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}
+
+/// A replica whose feed would not poll again for an hour still re-reads its watchers'
+/// rights every `reauthorize_every`, whether or not any change reaches them.
+async fn a_watcher_rereads_its_right_even_when_no_change_reaches_it(server: TestServer) {
+    viewer_fixture(&server).await;
+    let replica = server
+        .replica(|options| {
+            options.watch_poll_interval = Duration::from_secs(3600);
+            options.watch_limits.reauthorize_every = Duration::from_millis(200);
+        })
+        .await;
+    let viewer = common::token("viewer", false);
+    let start = server.latest_revision().await;
+    let mut stream = watch_as(&replica, &viewer, start, "acme").await;
+    // The subscription is in place (its replay found nothing): now lose the right.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    revoke(&server, "acme", "viewer", "view_org_users").await;
+    let status = end(&mut stream).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(resume_from(&status), start);
+}
+
+/// Unary calls are refused once a token expires (past the 30 s leeway); a stream opened
+/// with it must end then too, with UNAUTHENTICATED, so the client resumes with a fresh
+/// token.
+async fn a_watcher_whose_token_expires_is_ended_unauthenticated(server: TestServer) {
+    viewer_fixture(&server).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    // Accepted for about three more seconds.
+    let claims = Claims { sub: ADMIN.into(), exp: now - 27, scope: Some("grants:admin".into()), ..Claims::default() };
+    let expiring = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(common::TEST_SECRET),
+    )
+    .expect("sign");
+    let start = server.latest_revision().await;
+    let mut stream = watch_as(&server, &expiring, start, "").await;
+    let added = grant(&server, "acme", "alice", vec!["view_org_users".into()]).await;
+    assert_eq!(next(&mut stream).await.revision, added, "the stream serves while the token is valid");
+    let status = end(&mut stream).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{}", status.message());
+    assert_eq!(resume_from(&status), added);
+    // A fresh token resumes exactly there.
+    add_member(&server, "acme", "dave").await;
+    let mut resumed = watch_as(&server, &common::token(ADMIN, true), added, "").await;
+    assert_eq!(next(&mut resumed).await.revision, added + 1);
+}
+
+/// A stream ends after the longest lifetime, with UNAVAILABLE naming where to resume, and
+/// resuming there misses nothing.
+async fn a_stream_ends_resumably_after_its_longest_lifetime(server: TestServer) {
+    viewer_fixture(&server).await;
+    let replica = server.replica(|options| options.watch_limits.max_lifetime = Duration::from_secs(1)).await;
+    let start = server.latest_revision().await;
+    let mut stream = watch(&replica, start, "acme").await;
+    add_member(&server, "acme", "carol").await;
+    let delivered = next(&mut stream).await.revision;
+    let status = end(&mut stream).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(resume_from(&status), delivered);
+    add_member(&server, "acme", "dave").await;
+    let mut resumed = watch(&replica, resume_from(&status), "acme").await;
+    assert_eq!(next(&mut resumed).await.revision, delivered + 1);
+}
+
+/// Every open stream costs buffers; one caller may not open them without bound, nor may
+/// all callers together.
+async fn watch_streams_are_capped_per_caller_and_per_process(server: TestServer) {
+    viewer_fixture(&server).await;
+    let replica = server
+        .replica(|options| {
+            options.watch_limits.per_caller = 2;
+            options.watch_limits.per_process = 3;
+        })
+        .await;
+    let viewer = common::token("viewer", false);
+    let first = watch_as(&replica, &viewer, 0, "acme").await;
+    let _second = watch_as(&replica, &viewer, 0, "acme").await;
+    let refused = audit_with(&replica, &viewer)
+        .watch_changes(pb::WatchChangesRequest { after_revision: 0, organization_id: "acme".into() })
+        .await
+        .expect_err("a third stream of one caller");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("viewer"), "{}", refused.message());
+
+    let admin = common::token(ADMIN, true);
+    let _third = watch_as(&replica, &admin, 0, "").await;
+    let refused = audit_with(&replica, &admin)
+        .watch_changes(pb::WatchChangesRequest::default())
+        .await
+        .expect_err("a fourth stream on the process");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
+    // Closing a stream gives its place back.
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let attempt = audit_with(&replica, &viewer)
+            .watch_changes(pb::WatchChangesRequest { after_revision: 0, organization_id: "acme".into() })
+            .await;
+        if let Ok(stream) = attempt {
+            reopened = Some(stream.into_inner());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut reopened = reopened.expect("a closed stream's place is free again");
+    assert_eq!(next(&mut reopened).await.revision, 1);
+}
+
+/// A client that opens a stream and reads nothing: the server must not hold what it
+/// cannot send for as long as the client likes. Once the watcher's buffer has been full
+/// for the stall timeout, the stream ends with ABORTED naming where to resume, after the
+/// changes already buffered.
+async fn a_watcher_that_takes_nothing_is_ended_when_its_buffer_stays_full(server: TestServer) {
+    create_org(&server, "acme").await;
+    add_member(&server, "acme", "alice").await;
+    let replica = server
+        .replica(|options| {
+            // Far more than this test writes: the feed's own buffer is not what ends it.
+            options.watch_buffer = 1 << 16;
+            options.watch_limits.stall_timeout = Duration::from_millis(300);
+        })
+        .await;
+    let start = server.latest_revision().await;
+    let authorization = format!("Bearer {}", common::token(ADMIN, true));
+    let request = pb::WatchChangesRequest { after_revision: start, organization_id: String::new() };
+    let stalled = wire::open_stream(
+        replica.addr,
+        "/grants.v1.AuditService/WatchChanges",
+        &[("authorization", &authorization)],
+        &request.encode_to_vec(),
+        1024,
+    )
+    .await;
+    let names: Vec<String> = (0..1000).map(|i| format!("p{i:04}")).collect();
+    for chunk in names.chunks(100) {
+        futures::future::join_all(chunk.iter().map(|name| create_permission(&server, name))).await;
+    }
+    grant(&server, "acme", "alice", names).await;
+    let end = server.latest_revision().await;
+    // Long enough for the buffer to fill and stay full past the stall timeout.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (messages, status) = stalled.read_to_end().await;
+    let revisions: Vec<u64> = messages
+        .iter()
+        .map(|bytes| {
+            pb::WatchChangesResponse::decode(bytes.as_slice()).expect("a change").change.expect("set").revision
+        })
+        .collect();
+    assert_eq!(status.code(), Code::Aborted, "{status:?} after {} changes", revisions.len());
+    assert!(revisions.len() < 1500, "ended long before the last of {} changes: {}", end - start, revisions.len());
+    assert_eq!(revisions, ((start + 1)..=(start + revisions.len() as u64)).collect::<Vec<_>>(), "in order, no gaps");
+    assert_eq!(resume_from(&status), start + revisions.len() as u64);
+    let mut resumed = watch(&replica, resume_from(&status), "").await;
+    assert_eq!(next(&mut resumed).await.revision, resume_from(&status) + 1);
 }

@@ -1,10 +1,18 @@
--- grantd's AddUserPermissions of one permission on a fresh resource by an administrator:
--- one statement, its own transaction (storage::adds::POSTGRES_ADD, as PostgreSQL's
--- statement log shows it), with pgbench variables in place of its parameters (the
--- constant ones, the permission lists included, come from bench/run.sh as -D org=...,
--- -D ids='{}', -D perms='{ceiling-p0}' so that they are parameters too, as grantd sends
--- them: literal lists let PostgreSQL plan for their length). grantd-bench names the
--- permission, so the id list is empty.
+-- The PostgreSQL ceiling of AddUserPermissions of one permission on a fresh resource: the
+-- same inserts as grantd's add (one grant row, one change row, with grantd's keys and
+-- foreign keys) with no revision counter. The change row carries its write's id and no
+-- revision: grantd numbers change rows after they commit, outside the add. It goes to
+-- ceiling_changes, shaped as grantd's `changes` (bench/sql/seed.sql), so that grantd's
+-- sequencer leaves it alone. The member's
+-- row is locked first (FOR UPDATE), so that writes for one member queue on it; the
+-- grant's foreign-key check alone would only share it.
+-- Values come from bench/run.sh as parameters, as grantd binds them: -D org=... (the
+-- organization bench/sql/seed.sql creates), -D rtype=... (the resource type) and
+-- -D permission=... (the id of the seeded permission grantd-bench's add names).
 \set u random(0, 99)
 \set r random(1, 2000000000)
-WITH member AS (SELECT 1 FROM memberships WHERE organization_id = :org AND user_id = ('ceiling-u' || :u::text) FOR UPDATE), listed AS (SELECT listed.id, listed.ord FROM unnest(:ids::uuid[]) WITH ORDINALITY AS listed(id, ord) UNION ALL SELECT named.id, cardinality(:ids::uuid[]) + listed.ord FROM unnest(:perms::text[]) WITH ORDINALITY AS listed(name, ord) CROSS JOIN LATERAL (SELECT id FROM permissions WHERE name = listed.name LIMIT 1) named), resolved AS (SELECT p.id, p.name, min(listed.ord) AS ord FROM listed CROSS JOIN LATERAL (SELECT id, name FROM permissions WHERE id = listed.id FOR KEY SHARE) p GROUP BY p.id, p.name), complete AS (SELECT EXISTS (SELECT 1 FROM member) AND NOT EXISTS (SELECT 1 FROM unnest(:ids::uuid[]) AS w(id) WHERE w.id NOT IN (SELECT id FROM resolved)) AND NOT EXISTS (SELECT 1 FROM unnest(:perms::text[]) AS w(name) WHERE w.name NOT IN (SELECT name FROM resolved)) AS ok), inserted AS (INSERT INTO grants (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) SELECT :org, ('ceiling-u' || :u::text), :rtype, ('c' || :client_id::text || '-' || :r::text), r.id, now(), :org FROM resolved r WHERE (SELECT ok FROM complete) ORDER BY r.ord ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING RETURNING permission_id), numbered AS (SELECT permission_id, row_number() OVER () AS n, count(*) OVER () AS total FROM inserted), bump AS (UPDATE revision_counter SET value = value + (SELECT count(*) FROM inserted) WHERE id = 1 AND EXISTS (SELECT 1 FROM inserted) RETURNING value), appended AS (INSERT INTO changes (revision, kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id) SELECT bump.value - numbered.total + numbered.n, 1::smallint, :org, gen_random_uuid()::text, now(), :org, ('ceiling-u' || :u::text), numbered.permission_id, :rtype, ('c' || :client_id::text || '-' || :r::text) FROM bump, numbered) SELECT EXISTS (SELECT 1 FROM member) AS member, (SELECT ok FROM complete) AS complete, ARRAY(SELECT id FROM resolved ORDER BY ord) AS wanted, ARRAY(SELECT name FROM resolved ORDER BY ord) AS wanted_names, ARRAY(SELECT permission_id FROM numbered ORDER BY n) AS added, COALESCE((SELECT value FROM bump), (SELECT value FROM revision_counter WHERE id = 1 AND (SELECT count(*) FROM inserted) >= 0 FOR SHARE)) AS revision;
+BEGIN;
+SELECT 1 FROM memberships WHERE organization_id = :org AND user_id = 'ceiling-u' || :u::text FOR UPDATE;
+INSERT INTO grants (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) VALUES (:org, 'ceiling-u' || :u::text, :rtype, 'c' || :client_id::text || '-' || :r::text, :permission::uuid, now(), :org) ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING;
+INSERT INTO ceiling_changes (write_id, kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id) VALUES (gen_random_uuid(), 1, :org, gen_random_uuid()::text, now(), :org, 'ceiling-u' || :u::text, :permission::uuid, :rtype, 'c' || :client_id::text || '-' || :r::text);
+COMMIT;

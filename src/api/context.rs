@@ -13,7 +13,13 @@ use crate::{
     metrics,
 };
 
-const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id the caller sent when it is a valid id (printable ASCII, at most 128
+/// bytes), otherwise a fresh one.
+pub fn request_id(sent: Option<&str>) -> String {
+    sent.filter(|value| UserId::parse(value).is_ok()).map_or_else(|| Uuid::new_v4().to_string(), str::to_owned)
+}
 
 /// The caller of one RPC.
 #[derive(Debug, Clone)]
@@ -24,22 +30,16 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// Takes the caller the authenticator attached, and the request id from
-    /// `x-request-id` when it is a valid id (printable ASCII, at most 128 bytes),
-    /// otherwise mints one.
+    /// Takes the caller the authenticator attached, and the request id of
+    /// `x-request-id` (see [`request_id`]).
     pub fn open<T>(rpc: &'static str, request: Request<T>) -> Result<(Self, T), Status> {
-        let Caller { subject, admin, organizations } = request
+        let Caller { subject, admin, organizations, valid_until } = request
             .extensions()
             .get::<Caller>()
             .cloned()
             .ok_or_else(|| Status::unauthenticated("the request carries no authenticated caller"))?;
-        let request_id = request
-            .metadata()
-            .get(REQUEST_ID)
-            .and_then(|value| value.to_str().ok())
-            .filter(|value| UserId::parse(value).is_ok())
-            .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
-        let actor = Actor { subject, request_id, admin, organizations };
+        let request_id = request_id(request.metadata().get(REQUEST_ID).and_then(|value| value.to_str().ok()));
+        let actor = Actor { subject, request_id, admin, organizations, valid_until };
         Ok((Self { actor, rpc, started: Instant::now() }, request.into_inner()))
     }
 

@@ -58,6 +58,7 @@ impl From<Permission> for pb::Permission {
             name: p.name,
             description: p.description,
             created_at: timestamp(p.created_at),
+            built_in: p.built_in,
         }
     }
 }

@@ -128,7 +128,6 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         ctx.reply(async {
             let pb::ListOrganizationMembersRequest { organization_id, page_size, page_token, at_least_revision } =
                 request;
-            let at_least_revision = convert::revision_from_wire(at_least_revision);
             let mut v = Violations::default();
             let organization_id = v.parse("organization_id", &organization_id, OrganizationId::parse);
             let page = v.page(page_size, &page_token);
@@ -151,7 +150,6 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         let actor = ctx.actor.clone();
         ctx.reply(async {
             let pb::ListUserOrganizationsRequest { user_id, page_size, page_token, at_least_revision } = request;
-            let at_least_revision = convert::revision_from_wire(at_least_revision);
             let mut v = Violations::default();
             let user_id = v.parse("user_id", &user_id, UserId::parse);
             let page = v.page(page_size, &page_token);

@@ -221,7 +221,6 @@ impl pb::grant_service_server::GrantService for GrantApi {
             else {
                 return Err(v.into_error());
             };
-            let at_least_revision = convert::revision_from_wire(at_least_revision);
             let command = ListUserPermissions { organization_id, user_id, filter, page, at_least_revision };
             let page = self.grants.list_user_permissions(actor, command).await?;
             Ok(pb::ListUserPermissionsResponse {
@@ -252,7 +251,6 @@ impl pb::grant_service_server::GrantService for GrantApi {
             };
             let permission = v.permission_ref("permission_id", "permission_name", id, name);
             let resource = v.resource("resource", resource.as_ref(), organization_id.as_ref());
-            let at_least_revision = convert::revision_from_wire(at_least_revision);
             let (Some(organization_id), Some(user_id), Some(permission), Some(resource)) =
                 (organization_id, user_id, permission, resource)
             else {

@@ -13,6 +13,7 @@ mod status;
 mod validate;
 
 pub use audit_service::AuditApi;
+pub use context::{REQUEST_ID, request_id};
 pub use directory_service::DirectoryApi;
 pub use grant_service::GrantApi;
 

@@ -5,7 +5,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetail, ErrorDetails, ResourceInfo, StatusExt};
 
-use crate::domain::Error;
+use crate::domain::{Error, Interruption};
 
 /// Statuses travel in HTTP/2 headers, which peers cap at a few KiB (16 KiB in hyper):
 /// a NOT_FOUND for hundreds of ids would reset the connection instead of arriving.
@@ -52,8 +52,10 @@ impl From<Error> for Status {
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             Error::PermissionDenied(message) => Status::permission_denied(message),
-            Error::WatchInterrupted { lagging: true, message } => Status::aborted(message),
-            Error::WatchInterrupted { lagging: false, message } => Status::unavailable(message),
+            Error::WatchInterrupted { reason: Interruption::FellBehind, message } => Status::aborted(message),
+            Error::WatchInterrupted { reason: Interruption::TokenExpired, message } => Status::unauthenticated(message),
+            Error::WatchInterrupted { reason: Interruption::Unavailable, message } => Status::unavailable(message),
+            Error::Exhausted(message) => Status::resource_exhausted(message),
             Error::Conflict | Error::Aborted { .. } => {
                 Status::aborted("the transaction kept conflicting with concurrent writes; retry the request")
             }

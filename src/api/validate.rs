@@ -39,8 +39,17 @@ impl Violations {
         if value.is_empty() { Some(None) } else { self.parse(field, value, OrganizationId::parse).map(Some) }
     }
 
+    /// A UUID in the one form grantd writes them (lowercase `8-4-4-4-12`): the braced,
+    /// `urn:uuid:`, unhyphenated and uppercase spellings would name one permission several
+    /// ways.
     pub fn uuid(&mut self, field: &str, value: &str) -> Option<Uuid> {
-        Uuid::parse_str(value).map_err(|_| self.add(field, "must be a UUID")).ok()
+        Uuid::try_parse(value)
+            .ok()
+            .filter(|uuid| uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()) == value)
+            .or_else(|| {
+                self.add(field, "must be a UUID in lowercase 8-4-4-4-12 form");
+                None
+            })
     }
 
     pub fn text(&mut self, field: &str, value: &str, check: impl FnOnce(&str) -> Result<(), IdError>) {

@@ -75,6 +75,27 @@ impl KeySet {
         Ok(Self { keys })
     }
 
+    /// The keys held, by kind and id, never their material: "an HS256 secret, an RS256
+    /// public key, kid "k1" (ES256)". Told to a caller whose token does not verify, so
+    /// that a token signed with the wrong key says which one the server expected.
+    pub fn describe(&self) -> String {
+        const LISTED: usize = 5;
+        let mut described: Vec<String> = self
+            .keys
+            .iter()
+            .take(LISTED)
+            .map(|key| match (&key.kid, key.algorithm) {
+                (Some(kid), algorithm) => format!("kid {:?} ({algorithm:?})", truncated(kid)),
+                (None, Algorithm::HS256) => "an HS256 secret".to_owned(),
+                (None, algorithm) => format!("an {algorithm:?} public key"),
+            })
+            .collect();
+        if self.keys.len() > LISTED {
+            described.push(format!("{} more", self.keys.len() - LISTED));
+        }
+        described.join(", ")
+    }
+
     /// The keys that may have signed a token with this header: the one named by `kid`,
     /// or every key of the token's algorithm when it names none.
     pub fn candidates(&self, kid: Option<&str>, algorithm: Algorithm) -> Result<Vec<&VerifyKey>, AuthError> {
@@ -84,7 +105,7 @@ impl KeySet {
                     .keys
                     .iter()
                     .find(|key| key.kid.as_deref() == Some(kid))
-                    .ok_or_else(|| AuthError::UnknownKey(kid.to_owned()))?;
+                    .ok_or_else(|| AuthError::UnknownKey(self.describe()))?;
                 vec![key]
             }
             None => self.keys.iter().collect(),
@@ -95,6 +116,11 @@ impl KeySet {
         }
         Ok(matching)
     }
+}
+
+/// A key id as told to callers: ids come from the operator's JWKS, but a message stays short.
+fn truncated(kid: &str) -> &str {
+    kid.char_indices().nth(64).map_or(kid, |(end, _)| &kid[..end])
 }
 
 fn public_key_from_pem(pem: &[u8]) -> Option<VerifyKey> {

@@ -27,6 +27,9 @@ pub struct Caller {
     pub admin: bool,
     /// When the token names organizations (`orgs` claim), it acts in those only.
     pub organizations: Option<Vec<String>>,
+    /// The last second (Unix time) at which the token is still accepted: its `exp` plus
+    /// the leeway. `None` when authentication is off.
+    pub valid_until: Option<u64>,
 }
 
 /// Authenticates every request of the services it wraps.
@@ -41,7 +44,9 @@ pub enum Authenticator {
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = match self {
-            Authenticator::Disabled => Caller { subject: "anonymous".to_owned(), admin: true, organizations: None },
+            Authenticator::Disabled => {
+                Caller { subject: "anonymous".to_owned(), admin: true, organizations: None, valid_until: None }
+            }
             Authenticator::Tokens(verifier) => {
                 let header =
                     request.metadata().get("authorization").ok_or(AuthError::Missing).map_err(unauthenticated)?;

@@ -12,8 +12,8 @@ use std::sync::RwLock;
 use super::{ADMIN_SCOPE, Caller, KeyConfig, KeySet, cache::VerifiedTokens, keys::VerifyKey};
 use crate::domain::UserId;
 
-/// What a token is rejected for; the text goes to the client, so it names the problem
-/// and never a key.
+/// What a token is rejected for; the text goes to the client, so it names the problem,
+/// never a key, and never what the token itself says (an attacker sizes that).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing authorization metadata: send `authorization: Bearer <token>`")]
@@ -24,10 +24,10 @@ pub enum AuthError {
     Malformed,
     #[error("token algorithm {0} is not accepted by this server")]
     Algorithm(String),
-    #[error("token names key id {0:?}, which this server does not know")]
+    #[error("token names a key id (kid) this server does not know; it holds {0}")]
     UnknownKey(String),
-    #[error("token signature does not verify")]
-    Signature,
+    #[error("token signature does not verify with the keys this server holds: {0}")]
+    Signature(String),
     #[error("token has expired")]
     Expired,
     #[error("token is not valid yet (nbf)")]
@@ -129,22 +129,20 @@ impl Verifier {
         }
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         let keys = self.keys.read().map_err(|_| AuthError::Malformed)?;
-        let mut last = AuthError::Signature;
         for key in keys.candidates(header.kid.as_deref(), header.alg)? {
             match self.verify_with(token, key) {
-                Err(AuthError::Signature) => last = AuthError::Signature,
-                Ok((caller, expires)) => {
-                    self.verified.remember(token, &caller, expires.saturating_add(LEEWAY));
+                Err(AuthError::Signature(_)) => {}
+                Ok(caller) => {
+                    self.verified.remember(token, &caller);
                     return Ok(caller);
                 }
                 Err(other) => return Err(other),
             }
         }
-        Err(last)
+        Err(AuthError::Signature(keys.describe()))
     }
 
-    /// The caller and the token's `exp`.
-    fn verify_with(&self, token: &str, key: &VerifyKey) -> Result<(Caller, u64), AuthError> {
+    fn verify_with(&self, token: &str, key: &VerifyKey) -> Result<Caller, AuthError> {
         let mut validation = Validation::new(key.algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_nbf = true;
@@ -164,7 +162,7 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         let claims = decode::<Claims>(token, &key.decoding, &validation).map_err(|err| match err.kind() {
-            ErrorKind::InvalidSignature => AuthError::Signature,
+            ErrorKind::InvalidSignature => AuthError::Signature(String::new()),
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             ErrorKind::InvalidIssuer => AuthError::Issuer,
@@ -178,7 +176,11 @@ impl Verifier {
         if UserId::parse(&claims.sub).is_err() {
             return Err(AuthError::Claims("sub is not a valid user id".into()));
         }
-        let caller = Caller { admin: claims.is_admin(), subject: claims.sub, organizations: claims.orgs };
-        Ok((caller, claims.exp))
+        Ok(Caller {
+            admin: claims.is_admin(),
+            subject: claims.sub,
+            organizations: claims.orgs,
+            valid_until: Some(claims.exp.saturating_add(LEEWAY)),
+        })
     }
 }

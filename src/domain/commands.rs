@@ -4,7 +4,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use super::{OrganizationId, PermissionName, Resource, ResourceId, ResourceType, Revision, UserId, page::Page};
+use super::{OrganizationId, PermissionName, Resource, ResourceId, ResourceType, UserId, page::Page};
 
 /// Permissions named by catalog id and/or name; each list free of duplicates, together
 /// 1..=MAX_BATCH entries.
@@ -45,8 +45,8 @@ pub struct ListUserPermissions {
     /// Only this type, and with an id only this resource.
     pub filter: Option<(ResourceType, Option<ResourceId>)>,
     pub page: Page,
-    /// 0, or the revision the answer must include.
-    pub at_least_revision: Revision,
+    /// 0, or the revision the answer must include, as the client sent it.
+    pub at_least_revision: u64,
 }
 
 /// A permission named one way or the other.
@@ -72,5 +72,6 @@ pub struct CheckPermission {
     pub user_id: UserId,
     pub permission: PermissionRef,
     pub resource: Resource,
-    pub at_least_revision: Revision,
+    /// 0, or the revision the answer must include, as the client sent it.
+    pub at_least_revision: u64,
 }

@@ -21,10 +21,15 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(String),
 
-    /// A WatchChanges stream ended early: the watcher fell behind (`lagging`) or the
-    /// server is going away. The message names the revision to resume after.
+    /// A WatchChanges stream ended early, for `reason`; the message names the revision
+    /// to resume after.
     #[error("{message}")]
-    WatchInterrupted { lagging: bool, message: String },
+    WatchInterrupted { reason: Interruption, message: String },
+
+    /// A limit of the server's was reached (open WatchChanges streams); the message says
+    /// which.
+    #[error("{0}")]
+    Exhausted(String),
 
     /// A serialization failure or deadlock; retried by the transaction loop.
     #[error("transaction conflict")]
@@ -44,6 +49,18 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a WatchChanges stream ended before the client left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The watcher did not keep up with the writers.
+    FellBehind,
+    /// The caller's token expired.
+    TokenExpired,
+    /// Nothing the client did: the server stops, lost its database, or the stream
+    /// reached its longest lifetime.
+    Unavailable,
+}
 
 /// One rejected field of a request: its protobuf path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ pub mod model;
 pub mod page;
 mod resource;
 
-pub use error::{Error, FieldViolation, Result};
+pub use error::{Error, FieldViolation, Interruption, Result};
 pub use ids::{
     IdError, OrganizationId, PermissionName, ResourceId, ResourceType, UserId, check_description, check_display_name,
 };
@@ -27,6 +27,9 @@ pub struct Actor {
     pub admin: bool,
     /// When set, the caller's token acts in these organizations only.
     pub organizations: Option<Vec<String>>,
+    /// The last second (Unix time) at which the caller's token is still accepted; `None`
+    /// when nothing expires (authentication is off).
+    pub valid_until: Option<u64>,
 }
 
 /// The current time at the precision both databases store (microseconds), so that what

@@ -27,6 +27,8 @@ pub struct Permission {
     pub name: String,
     pub description: String,
     pub created_at: DateTime<Utc>,
+    /// One of the rights grantd reads itself, in every catalog and never deleted.
+    pub built_in: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

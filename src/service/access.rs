@@ -56,6 +56,16 @@ fn require_scope(actor: &Actor, organization: &OrganizationId) -> Result<()> {
     }
 }
 
+/// Whether a NOT_FOUND may tell the caller that an organization does not exist. Anyone
+/// may read their own grants in any organization in their token's scope, member or not;
+/// were the answer for an organization that exists different from the answer for one
+/// that does not, the calls would reveal which organizations exist. Only administrators
+/// learn it: every other caller that may read an organization holds a grant in it, so it
+/// exists.
+pub fn may_learn_existence(actor: &Actor) -> bool {
+    actor.admin
+}
+
 /// The caller is an admin, or holds what `need` asks for org-wide in `organization`.
 pub async fn require(
     conn: &impl ConnectionTrait,

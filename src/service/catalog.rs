@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Directory, ListPage, access, resolve, write};
+use super::{Directory, ListPage, access, resolve};
 use crate::{
     domain::{
         self, Actor, Error, PermissionName, Result, Revision,
@@ -26,20 +26,28 @@ impl Directory {
         name: PermissionName,
         description: String,
     ) -> Result<(Permission, Revision)> {
-        write(&self.writes, actor, (name, description), move |tx, actor, (name, description)| {
-            Box::pin(async move {
-                access::require_admin(&actor, "CreatePermission")?;
-                let permission =
-                    Permission { id: Uuid::new_v4(), name: name.to_string(), description, created_at: domain::now() };
-                if !storage::permissions::insert(tx, &permission).await? {
-                    return Err(Error::AlreadyExists { kind: "permission", id: name.to_string() });
-                }
-                let event = NewChange::permission(ChangeKind::PermissionCreated, permission.id);
-                let revision = storage::changes::append(tx, &actor, permission.created_at, vec![event]).await?;
-                Ok((permission, revision))
+        self.writes
+            .run(actor, (name, description), move |tx, author, (name, description)| {
+                Box::pin(async move {
+                    access::require_admin(&author.actor, "CreatePermission")?;
+                    let permission = Permission {
+                        // Time-ordered: a user's grants on one resource list in catalog order,
+                        // the same on every run, and new ids append to the index's end.
+                        id: Uuid::now_v7(),
+                        name: name.to_string(),
+                        description,
+                        created_at: domain::now(),
+                        built_in: false,
+                    };
+                    if !storage::permissions::insert(tx, &permission).await? {
+                        return Err(Error::AlreadyExists { kind: "permission", id: name.to_string() });
+                    }
+                    let event = NewChange::permission(ChangeKind::PermissionCreated, permission.id);
+                    storage::changes::append(tx, &author, permission.created_at, vec![event]).await?;
+                    Ok(permission)
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub async fn get_permission(&self, permission: &PermissionRef) -> Result<Permission> {
@@ -68,32 +76,43 @@ impl Directory {
         force: bool,
         allow_missing: bool,
     ) -> Result<PermissionDeletion> {
-        write(&self.writes, actor, (), move |tx, actor, ()| {
-            Box::pin(async move {
-                access::require_admin(&actor, "DeletePermission")?;
-                if !storage::permissions::lock_for_delete(tx, id).await? {
-                    if allow_missing {
-                        let revision = storage::changes::current_revision(tx).await?;
-                        return Ok(PermissionDeletion { revoked_grant_count: 0, revision });
+        let (revoked_grant_count, revision) = self
+            .writes
+            .run(actor, (), move |tx, author, ()| {
+                Box::pin(async move {
+                    access::require_admin(&author.actor, "DeletePermission")?;
+                    match storage::permissions::lock_for_delete(tx, id).await? {
+                        Some(false) => {}
+                        Some(true) => {
+                            return Err(Error::FailedPrecondition {
+                                reason: "BUILT_IN_PERMISSION",
+                                subject: format!("permissions/{id}"),
+                                message: format!(
+                                    "permission {id} is built in (grantd reads it to decide who may act in an \
+                                     organization) and cannot be deleted; revoke its grants instead"
+                                ),
+                            });
+                        }
+                        None if allow_missing => return Ok(0),
+                        None => return Err(Error::NotFound { kind: "permission", ids: vec![id.to_string()] }),
                     }
-                    return Err(Error::NotFound { kind: "permission", ids: vec![id.to_string()] });
-                }
-                let selection = Selection::Permission { permission_id: id };
-                if !force && storage::grants::any(tx, &selection).await? {
-                    return Err(Error::FailedPrecondition {
-                        reason: "PERMISSION_GRANTED",
-                        subject: format!("permissions/{id}"),
-                        message: format!("permission {id} is still granted; revoke it first or delete with force"),
-                    });
-                }
-                let now = domain::now();
-                let revoked = storage::revocations::revoke(tx, &actor, now, &selection).await?;
-                storage::permissions::delete(tx, id).await?;
-                let deleted = vec![NewChange::permission(ChangeKind::PermissionDeleted, id)];
-                let revision = storage::changes::append(tx, &actor, now, deleted).await?;
-                Ok(PermissionDeletion { revoked_grant_count: revoked.count, revision })
+                    let selection = Selection::Permission { permission_id: id };
+                    if !force && storage::grants::any(tx, &selection).await? {
+                        return Err(Error::FailedPrecondition {
+                            reason: "PERMISSION_GRANTED",
+                            subject: format!("permissions/{id}"),
+                            message: format!("permission {id} is still granted; revoke it first or delete with force"),
+                        });
+                    }
+                    let now = domain::now();
+                    let revoked = storage::revocations::revoke(tx, &author, now, &selection).await?;
+                    storage::permissions::delete(tx, id).await?;
+                    let deleted = vec![NewChange::permission(ChangeKind::PermissionDeleted, id)];
+                    storage::changes::append(tx, &author, now, deleted).await?;
+                    Ok(revoked.count())
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(PermissionDeletion { revoked_grant_count, revision })
     }
 }

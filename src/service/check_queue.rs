@@ -3,7 +3,7 @@
 //!
 //! Under a check load most of a check's cost is per statement, not per row: in grantd
 //! the trip through sqlx and the kernel's loopback send and wakeup, in PostgreSQL the
-//! bind and executor start-up (perf). Nothing waits on purpose: a check that finds the
+//! bind and executor start-up. Nothing waits on purpose: a check that finds the
 //! queue empty and no statement in flight is read at once, alone, in the caller's own
 //! task, so an idle server answers as fast as it would without a queue. A check that
 //! finds a statement in flight queues, and when that statement ends, the queue (up to
@@ -28,7 +28,7 @@ use crate::{
     domain::{Error, Result},
     metrics,
     storage::{
-        KeptConnections,
+        DatabaseConnection,
         checks::{self, Check, CheckRead},
     },
 };
@@ -37,12 +37,10 @@ use crate::{
 /// already small beside its rows, and a bigger batch only makes its first check wait.
 const MAX_BATCH: usize = 64;
 
-/// Fewest waiting checks that start a statement beside those in flight. With the load
-/// generator's lighter transport (grantd-bench over h2), alternating at 16 clients on
-/// PostgreSQL: 16 answered 19,224-21,903 checks/s against 16,628-18,856 for 8, and cost
-/// 73-74 µs of CPU per check in all against 96-97 (bigger statements: fewer statements,
-/// wakeups and writes); 24 and 32 behave as 16 at 16 clients, and 32 and 64 clients were
-/// as fast or faster with 16 (p99 at 32 clients 2.50 / 2.84 ms against 2.83 / 2.83).
+/// Fewest waiting checks that start a statement beside those in flight: a second
+/// statement is worth its own fixed cost only once it carries enough checks (bigger
+/// statements mean fewer statements, wakeups and writes); smaller thresholds answered
+/// fewer checks per second for more CPU, larger ones no more.
 const MIN_BATCH_ALONGSIDE: usize = 16;
 
 #[derive(Clone)]
@@ -60,10 +58,11 @@ impl std::fmt::Debug for CheckQueue {
 }
 
 struct Shared {
-    reads: Arc<KeptConnections>,
+    reads: DatabaseConnection,
     waiting: Mutex<Vec<Waiting>>,
-    /// One permit per statement that may be in flight: `reads.capacity()` in all.
+    /// One permit per statement that may be in flight: `capacity` in all.
     lanes: Arc<Semaphore>,
+    capacity: usize,
 }
 
 struct Waiting {
@@ -72,10 +71,11 @@ struct Waiting {
 }
 
 impl CheckQueue {
-    /// At most as many statements in flight as `reads` has connections.
-    pub fn new(reads: Arc<KeptConnections>) -> Self {
-        let lanes = Arc::new(Semaphore::new(reads.capacity()));
-        let shared = Shared { reads, waiting: Mutex::new(Vec::new()), lanes };
+    /// At most [`checks::statements_at_once`] statements in flight on `reads`.
+    pub fn new(reads: DatabaseConnection) -> Self {
+        let capacity = checks::statements_at_once(&reads);
+        let lanes = Arc::new(Semaphore::new(capacity));
+        let shared = Shared { reads, waiting: Mutex::new(Vec::new()), lanes, capacity };
         Self { shared: Arc::new(shared) }
     }
 
@@ -138,7 +138,7 @@ impl Shared {
     }
 
     fn busy_lanes(&self) -> usize {
-        self.reads.capacity() - self.lanes.available_permits()
+        self.capacity - self.lanes.available_permits()
     }
 
     /// A lane for the caller itself, when nothing waits and no statement is in flight.

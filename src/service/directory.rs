@@ -1,9 +1,9 @@
 //! Organizations and their members.
 
 use super::{
-    ListPage,
+    ListPage, Writes,
     access::{self, Need},
-    resolve, write,
+    resolve,
 };
 use crate::{
     domain::{
@@ -32,12 +32,12 @@ pub struct MembershipOutcome {
 #[derive(Debug, Clone)]
 pub struct Directory {
     pub(super) db: DatabaseConnection,
-    /// Where writes begin (see [`storage::writer`]).
-    pub(super) writes: DatabaseConnection,
+    pub(super) writes: Writes,
 }
 
 impl Directory {
-    pub fn new(db: DatabaseConnection, writes: DatabaseConnection) -> Self {
+    /// Reads on `db`, writes through `writes`.
+    pub fn new(db: DatabaseConnection, writes: Writes) -> Self {
         Self { db, writes }
     }
 
@@ -47,19 +47,20 @@ impl Directory {
         id: OrganizationId,
         display_name: String,
     ) -> Result<(Organization, Revision)> {
-        write(&self.writes, actor, (id, display_name), move |tx, actor, (id, display_name)| {
-            Box::pin(async move {
-                access::require_admin_of(&actor, &id, "CreateOrganization")?;
-                let now = domain::now();
-                if !storage::organizations::insert(tx, id.as_str(), &display_name, now).await? {
-                    return Err(Error::AlreadyExists { kind: "organization", id: id.to_string() });
-                }
-                let event = NewChange::organization(ChangeKind::OrganizationCreated, id.as_str());
-                let revision = storage::changes::append(tx, &actor, now, vec![event]).await?;
-                Ok((Organization { id: id.into_string(), display_name, created_at: now }, revision))
+        self.writes
+            .run(actor, (id, display_name), move |tx, author, (id, display_name)| {
+                Box::pin(async move {
+                    access::require_admin_of(&author.actor, &id, "CreateOrganization")?;
+                    let now = domain::now();
+                    if !storage::organizations::insert(tx, id.as_str(), &display_name, now).await? {
+                        return Err(Error::AlreadyExists { kind: "organization", id: id.to_string() });
+                    }
+                    let event = NewChange::organization(ChangeKind::OrganizationCreated, id.as_str());
+                    storage::changes::append(tx, &author, now, vec![event]).await?;
+                    Ok(Organization { id: id.into_string(), display_name, created_at: now })
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub async fn get_organization(&self, actor: Actor, id: &OrganizationId) -> Result<Organization> {
@@ -87,34 +88,34 @@ impl Directory {
         id: OrganizationId,
         allow_missing: bool,
     ) -> Result<OrganizationDeletion> {
-        write(&self.writes, actor, id, move |tx, actor, id| {
-            Box::pin(async move {
-                access::require_admin_of(&actor, &id, "DeleteOrganization")?;
-                if !storage::organizations::lock(tx, id.as_str(), Lock::Update).await? {
-                    if allow_missing {
-                        let revision = storage::changes::current_revision(tx).await?;
-                        return Ok(OrganizationDeletion { removed_member_count: 0, removed_grant_count: 0, revision });
+        let ((removed_member_count, removed_grant_count), revision) = self
+            .writes
+            .run(actor, id, move |tx, author, id| {
+                Box::pin(async move {
+                    access::require_admin_of(&author.actor, &id, "DeleteOrganization")?;
+                    if !storage::organizations::lock(tx, id.as_str(), Lock::Update).await? {
+                        if allow_missing {
+                            return Ok((0, 0));
+                        }
+                        return Err(Error::NotFound { kind: "organization", ids: vec![id.to_string()] });
                     }
-                    return Err(Error::NotFound { kind: "organization", ids: vec![id.to_string()] });
-                }
-                storage::memberships::lock_all(tx, id.as_str()).await?;
-                let selection = Selection::Organization { organization_id: id.to_string() };
-                let now = domain::now();
-                let revoked = storage::revocations::revoke(tx, &actor, now, &selection).await?;
-                let members = storage::memberships::delete_all(tx, id.as_str()).await?;
-                storage::organizations::delete(tx, id.as_str()).await?;
-
-                let (removed_grant_count, removed_member_count) = (revoked.count, members.len() as u64);
-                let mut events: Vec<NewChange> = members
-                    .iter()
-                    .map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user))
-                    .collect();
-                events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
-                let revision = storage::changes::append(tx, &actor, now, events).await?;
-                Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
+                    storage::memberships::lock_all(tx, id.as_str()).await?;
+                    let selection = Selection::Organization { organization_id: id.to_string() };
+                    let now = domain::now();
+                    let revoked = storage::revocations::revoke(tx, &author, now, &selection).await?;
+                    let members = storage::memberships::delete_all(tx, id.as_str()).await?;
+                    storage::organizations::delete(tx, id.as_str()).await?;
+                    let mut events: Vec<NewChange> = members
+                        .iter()
+                        .map(|user| NewChange::member(ChangeKind::MemberRemoved, id.as_str(), user))
+                        .collect();
+                    events.push(NewChange::organization(ChangeKind::OrganizationDeleted, id.as_str()));
+                    storage::changes::append(tx, &author, now, events).await?;
+                    Ok((members.len() as u64, revoked.count()))
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(OrganizationDeletion { removed_member_count, removed_grant_count, revision })
     }
 
     /// Makes the user a member; idempotent. The organization row is share-locked so a
@@ -125,30 +126,32 @@ impl Directory {
         organization_id: OrganizationId,
         user_id: UserId,
     ) -> Result<MembershipOutcome> {
-        write(&self.writes, actor, (organization_id, user_id), move |tx, actor, (org, user)| {
-            Box::pin(async move {
-                access::require(tx, &actor, &org, Need::Edit).await?;
-                if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {
-                    return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
-                }
-                let now = domain::now();
-                let created =
-                    storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &actor.subject).await?;
-                let events = if created {
-                    vec![NewChange::member(ChangeKind::MemberAdded, org.as_str(), user.as_str())]
-                } else {
-                    Vec::new()
-                };
-                let revision = storage::changes::append(tx, &actor, now, events).await?;
-                // At READ COMMITTED a membership that already existed (the insert did nothing
-                // and locked nothing) can be removed and committed before this read; running
-                // the transaction again then creates it.
-                let membership =
-                    storage::memberships::find(tx, org.as_str(), user.as_str()).await?.ok_or(Error::Conflict)?;
-                Ok(MembershipOutcome { created, membership, revision })
+        let ((created, membership), revision) = self
+            .writes
+            .run(actor, (organization_id, user_id), move |tx, author, (org, user)| {
+                Box::pin(async move {
+                    access::require(tx, &author.actor, &org, Need::Edit).await?;
+                    if !storage::organizations::lock(tx, org.as_str(), Lock::KeyShare).await? {
+                        return Err(Error::NotFound { kind: "organization", ids: vec![org.to_string()] });
+                    }
+                    let now = domain::now();
+                    let created =
+                        storage::memberships::insert(tx, org.as_str(), user.as_str(), now, &author.actor.subject)
+                            .await?;
+                    if created {
+                        let added = vec![NewChange::member(ChangeKind::MemberAdded, org.as_str(), user.as_str())];
+                        storage::changes::append(tx, &author, now, added).await?;
+                    }
+                    // At READ COMMITTED a membership that already existed (the insert did
+                    // nothing and locked nothing) can be removed and committed before this
+                    // read; running the transaction again then creates it.
+                    let membership =
+                        storage::memberships::find(tx, org.as_str(), user.as_str()).await?.ok_or(Error::Conflict)?;
+                    Ok((created, membership))
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(MembershipOutcome { created, membership, revision })
     }
 
     pub async fn list_organization_members(
@@ -156,7 +159,7 @@ impl Directory {
         actor: Actor,
         organization_id: &OrganizationId,
         page: Page,
-        at_least_revision: Revision,
+        at_least_revision: u64,
     ) -> Result<ListPage<Membership>> {
         access::require(&self.db, &actor, organization_id, Need::View).await?;
         if at_least_revision > 0 {
@@ -176,13 +179,14 @@ impl Directory {
         Ok(ListPage { items, next_page_token })
     }
 
-    /// A user's memberships: their own, or anyone's for an admin.
+    /// A user's memberships: their own, or anyone's for an admin; with a token scoped to
+    /// organizations, only those.
     pub async fn list_user_organizations(
         &self,
         actor: Actor,
         user_id: &UserId,
         page: Page,
-        at_least_revision: Revision,
+        at_least_revision: u64,
     ) -> Result<ListPage<Membership>> {
         if actor.subject != user_id.as_str() {
             access::require_admin(&actor, "ListUserOrganizations of another user")?;
@@ -195,6 +199,7 @@ impl Directory {
         let items = storage::memberships::list_by_user(
             &self.db,
             user_id.as_str(),
+            actor.organizations.as_deref(),
             after.as_ref().map(|[org]| org.as_str()),
             page.size,
         )

@@ -8,8 +8,8 @@
 //! every revision below R is too (see `storage::changes`).
 //!
 //! While nobody watches, the poller sleeps until a watcher subscribes instead of waking
-//! on a timer: a periodic timer in the process cost about 3% of the adds a single client
-//! got through (BENCHMARKS.md, Writes), and an idle replica has nothing to broadcast.
+//! on a timer: a periodic wakeup costs a single client's writes, and an idle replica has
+//! nothing to broadcast.
 //!
 //! The broadcast buffer is bounded. A watcher that falls further behind than the buffer
 //! loses its place and its stream ends with ABORTED naming the revision to resume
@@ -23,7 +23,7 @@ use std::{
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::{
-    domain::{Error, Result, Revision, model::Change},
+    domain::{Result, Revision, model::Change},
     metrics,
     storage::{self, DatabaseConnection},
 };
@@ -119,8 +119,8 @@ struct Polled {
 }
 
 /// Broadcasts what committed after `last`. While nobody watches it reads only the
-/// revision counter (reading every change cost about 7% of grantd's CPU under
-/// 1,000-permission SQLite adds). That skips no change a watcher needs: the counter is
+/// revision counter (reading every change would cost CPU under large adds for nobody).
+/// That skips no change a watcher needs: the counter is
 /// read before looking for watchers, so one that subscribes after the look replays from
 /// the database up to at least that revision (see `audit::stream_changes`), and the next
 /// poll broadcasts what comes after it.
@@ -140,20 +140,5 @@ async fn poll_once(feed: &ChangeFeed, mut last: Revision) -> Result<Polled> {
         if complete {
             return Ok(Polled { seen: last, watched: true });
         }
-    }
-}
-
-/// Why a watch ended early, for the client.
-pub fn fell_behind(last_sent: Revision) -> Error {
-    Error::WatchInterrupted {
-        lagging: true,
-        message: format!("the watcher fell behind the writers; watch again with after_revision = {last_sent}"),
-    }
-}
-
-pub fn shutting_down(last_sent: Revision) -> Error {
-    Error::WatchInterrupted {
-        lagging: false,
-        message: format!("the server is shutting down; watch again with after_revision = {last_sent}"),
     }
 }

@@ -1,18 +1,14 @@
 //! The four grant writes and the two grant reads.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Arc,
-};
+use std::collections::{BTreeMap, HashSet};
 
 use uuid::Uuid;
 
 use super::{
-    ListPage,
+    ListPage, Writes,
     access::{self, Need},
-    add_groups::AddGroups,
     check_queue::CheckQueue,
-    detached, resolve, write,
+    resolve,
 };
 use crate::{
     domain::{
@@ -24,7 +20,7 @@ use crate::{
         model::{ChangeKind, Grant},
     },
     storage::{
-        self, DatabaseConnection, KeptConnections, Lock, StatementLog,
+        self, DatabaseConnection, DatabaseTransaction, Lock,
         changes::NewChange,
         checks::{Check, PermissionKey},
         grants::{GrantKey, ResourceFilter, Selection, Target},
@@ -68,16 +64,11 @@ pub struct CheckOutcome {
 #[derive(Debug, Clone)]
 pub struct Grants {
     db: DatabaseConnection,
-    /// Where writes begin (see [`storage::writer`]).
-    writes: DatabaseConnection,
-    /// Connections for one-statement work: checks, and PostgreSQL's administrator adds.
-    kept: Arc<KeptConnections>,
+    writes: Writes,
     checks: CheckQueue,
-    /// SQLite only: administrators' adds, written in groups.
-    add_groups: Option<AddGroups>,
 }
 
-pub(super) fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
+fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
     Target {
         organization_id: cmd.organization_id.as_str(),
         user_id: cmd.user_id.as_str(),
@@ -87,11 +78,11 @@ pub(super) fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
 }
 
 /// One event per permission added on `target`.
-pub(super) fn added_events(target: Target<'_>, added: &[Uuid]) -> Vec<NewChange> {
+fn added_events(target: Target<'_>, added: &[Uuid]) -> Vec<NewChange> {
     added.iter().map(|permission_id| NewChange::grant(ChangeKind::GrantAdded, target.key(*permission_id))).collect()
 }
 
-pub(super) fn not_a_member(cmd: &ChangeUserPermissions) -> Error {
+fn not_a_member(cmd: &ChangeUserPermissions) -> Error {
     Error::FailedPrecondition {
         reason: "NOT_A_MEMBER",
         subject: format!("organizations/{}/members/{}", cmd.organization_id, cmd.user_id),
@@ -102,107 +93,91 @@ pub(super) fn not_a_member(cmd: &ChangeUserPermissions) -> Error {
     }
 }
 
+/// Whether the user is a member, the membership row locked for update. An absent
+/// membership has no row to lock, so then the organization row is locked for update,
+/// which waits out an AddUserToOrganization in flight there and holds off new ones, and
+/// the membership looked up again: a write that finds no membership answers a revision
+/// that no membership added meanwhile precedes. NOT_FOUND when the organization is gone.
+async fn lock_membership(tx: &DatabaseTransaction, organization: &OrganizationId, user: &str) -> Result<bool> {
+    let org = organization.as_str();
+    if storage::memberships::lock(tx, org, user, Lock::Update).await? {
+        return Ok(true);
+    }
+    if !storage::organizations::lock(tx, org, Lock::Update).await? {
+        return Err(resolve::not_found_organization(organization));
+    }
+    storage::memberships::lock(tx, org, user, Lock::Update).await
+}
+
 fn revocation_events(keys: Vec<GrantKey>) -> Vec<NewChange> {
     keys.into_iter().map(|key| NewChange::grant(ChangeKind::GrantRemoved, key)).collect()
 }
 
 impl Grants {
-    /// Reads on `db`, writes on `writes`; `log`, when given, hears every statement of the
-    /// connections kept for checks and adds.
-    pub fn new(db: DatabaseConnection, writes: DatabaseConnection, log: Option<StatementLog>) -> Result<Self> {
-        let kept = Arc::new(KeptConnections::new(&db, log)?);
-        let add_groups = storage::is_sqlite(&db).then(|| AddGroups::new(writes.clone()));
-        Ok(Self { db, writes, checks: CheckQueue::new(Arc::clone(&kept)), kept, add_groups })
+    /// Reads on `db`, writes through `writes`.
+    pub fn new(db: DatabaseConnection, writes: Writes) -> Self {
+        Self { checks: CheckQueue::new(db.clone()), db, writes }
     }
 
     /// Grants every listed permission to a member. The membership row is locked first, so
     /// this serializes with RemoveUserFromOrganization and with other writes of this
-    /// user's grants in the organization. On SQLite an administrator's add is written
-    /// with others that arrive together (see [`AddGroups`]).
+    /// user's grants in the organization, and with nothing else.
     pub async fn add_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
-        if actor.admin {
-            match &self.add_groups {
-                Some(groups) => return groups.add(actor, cmd).await,
-                None => return self.add_in_one_statement(actor, cmd).await,
-            }
-        }
-        write(&self.writes, actor, cmd, move |tx, actor, cmd| {
-            Box::pin(async move {
-                access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
-                let target = target(&cmd);
-                if !storage::memberships::lock(tx, target.organization_id, target.user_id, Lock::Update).await? {
-                    resolve::organization(tx, &cmd.organization_id).await?;
-                    return Err(not_a_member(&cmd));
-                }
-                let permissions = resolve::permissions(tx, &cmd.permissions).await?;
-                access::require_holds(tx, &actor, &cmd.organization_id, &cmd.resource, &permissions).await?;
-                let wanted = resolve::ids(&permissions);
-                let now = domain::now();
-                let added = storage::grants::insert(tx, target, &wanted, now, &actor.subject).await?;
-                let newly: HashSet<Uuid> = added.iter().copied().collect();
-                let already_held: Vec<Uuid> = wanted.into_iter().filter(|id| !newly.contains(id)).collect();
-                let events = added_events(target, &added);
-                let revision = storage::changes::append(tx, &actor, now, events).await?;
-                Ok(AddOutcome { added, already_held, revision })
+        let ((added, already_held), revision) = self
+            .writes
+            .run(actor, cmd, move |tx, author, cmd| {
+                Box::pin(async move {
+                    let actor = &author.actor;
+                    access::require(tx, actor, &cmd.organization_id, Need::Edit).await?;
+                    let target = target(&cmd);
+                    if !storage::memberships::lock(tx, target.organization_id, target.user_id, Lock::Update).await? {
+                        resolve::organization(tx, &cmd.organization_id).await?;
+                        return Err(not_a_member(&cmd));
+                    }
+                    let permissions = resolve::permissions(tx, &cmd.permissions).await?;
+                    access::require_holds(tx, actor, &cmd.organization_id, &cmd.resource, &permissions).await?;
+                    let wanted = resolve::ids(&permissions);
+                    let now = domain::now();
+                    let added = storage::grants::insert(tx, target, &wanted, now, &actor.subject).await?;
+                    let newly: HashSet<Uuid> = added.iter().copied().collect();
+                    let already_held: Vec<Uuid> = wanted.into_iter().filter(|id| !newly.contains(id)).collect();
+                    storage::changes::append(tx, &author, now, added_events(target, &added)).await?;
+                    Ok((added, already_held))
+                })
             })
-        })
-        .await
-    }
-
-    /// PostgreSQL, an administrator's add: one statement ([`storage::adds`]), which
-    /// checks, locks and writes as the transaction of a non-administrator's add does.
-    async fn add_in_one_statement(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<AddOutcome> {
-        access::require(&self.db, &actor, &cmd.organization_id, Need::Edit).await?;
-        let (db, kept) = (self.writes.clone(), Arc::clone(&self.kept));
-        detached(async move {
-            let names: Vec<&str> = cmd.permissions.names.iter().map(|n| n.as_str()).collect();
-            let done = storage::adds::add_postgres(
-                &db,
-                &kept,
-                target(&cmd),
-                &cmd.permissions.ids,
-                &names,
-                domain::now(),
-                &actor,
-            )
             .await?;
-            if !done.member {
-                resolve::organization(&db, &cmd.organization_id).await?;
-                return Err(not_a_member(&cmd));
-            }
-            if !done.complete {
-                return Err(resolve::missing(&done.wanted, &cmd.permissions));
-            }
-            let newly: HashSet<Uuid> = done.added.into_iter().collect();
-            let (added, already_held) = done.wanted.into_iter().map(|(id, _)| id).partition(|id| newly.contains(id));
-            Ok(AddOutcome { added, already_held, revision: done.revision })
-        })
-        .await
+        Ok(AddOutcome { added, already_held, revision })
     }
 
     /// Revokes each listed permission; ones not held are reported, not rejected.
     pub async fn remove_user_permissions(&self, actor: Actor, cmd: ChangeUserPermissions) -> Result<RemoveOutcome> {
-        write(&self.writes, actor, cmd, move |tx, actor, cmd| {
-            Box::pin(async move {
-                access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
-                resolve::organization(tx, &cmd.organization_id).await?;
-                let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
-                let target = target(&cmd);
-                let selection = Selection::Listed {
-                    organization_id: target.organization_id.to_owned(),
-                    user_id: target.user_id.to_owned(),
-                    resource_type: target.resource_type.to_owned(),
-                    resource_id: target.resource_id.to_owned(),
-                    permission_ids: wanted.clone(),
-                };
-                let deleted = storage::grants::delete(tx, &selection).await?;
-                let gone: HashSet<Uuid> = deleted.iter().map(|key| key.permission_id).collect();
-                let (removed, not_held): (Vec<Uuid>, Vec<Uuid>) = wanted.into_iter().partition(|id| gone.contains(id));
-                let revision = storage::changes::append(tx, &actor, domain::now(), revocation_events(deleted)).await?;
-                Ok(RemoveOutcome { removed, not_held, revision })
+        let ((removed, not_held), revision) = self
+            .writes
+            .run(actor, cmd, move |tx, author, cmd| {
+                Box::pin(async move {
+                    access::require(tx, &author.actor, &cmd.organization_id, Need::Edit).await?;
+                    // As adds do, so that a grant added meanwhile is either removed here
+                    // or added after this answer.
+                    lock_membership(tx, &cmd.organization_id, cmd.user_id.as_str()).await?;
+                    let wanted = resolve::ids(&resolve::permissions(tx, &cmd.permissions).await?);
+                    let target = target(&cmd);
+                    let selection = Selection::Listed {
+                        organization_id: target.organization_id.to_owned(),
+                        user_id: target.user_id.to_owned(),
+                        resource_type: target.resource_type.to_owned(),
+                        resource_id: target.resource_id.to_owned(),
+                        permission_ids: wanted.clone(),
+                    };
+                    let deleted = storage::grants::delete(tx, &selection).await?;
+                    let gone: HashSet<Uuid> = deleted.iter().map(|key| key.permission_id).collect();
+                    let (removed, not_held): (Vec<Uuid>, Vec<Uuid>) =
+                        wanted.into_iter().partition(|id| gone.contains(id));
+                    storage::changes::append(tx, &author, domain::now(), revocation_events(deleted)).await?;
+                    Ok((removed, not_held))
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(RemoveOutcome { removed, not_held, revision })
     }
 
     /// Revokes every grant on each listed resource, of one user or of all users.
@@ -211,48 +186,53 @@ impl Grants {
         actor: Actor,
         cmd: RemoveResourcePermissions,
     ) -> Result<ResourceRemovals> {
-        write(&self.writes, actor, cmd, move |tx, actor, cmd| {
-            Box::pin(async move {
-                let mut organizations: Vec<&OrganizationId> = Vec::new();
-                for (organization, _) in &cmd.resources {
-                    if !organizations.contains(&organization) {
-                        organizations.push(organization);
+        let (removed, revision) = self
+            .writes
+            .run(actor, cmd, move |tx, author, cmd| {
+                Box::pin(async move {
+                    let mut organizations: Vec<&OrganizationId> = Vec::new();
+                    for (organization, _) in &cmd.resources {
+                        if !organizations.contains(&organization) {
+                            organizations.push(organization);
+                        }
                     }
-                }
-                for organization in &organizations {
-                    access::require(tx, &actor, organization, Need::Edit).await?;
-                }
-                let organization_ids: Vec<&str> = organizations.iter().map(|o| o.as_str()).collect();
-                let missing = storage::organizations::missing(tx, &organization_ids).await?;
-                if !missing.is_empty() {
-                    return Err(Error::NotFound { kind: "organization", ids: missing });
-                }
-                let selection = Selection::Resources {
-                    user_id: cmd.user_id.as_ref().map(|u| u.to_string()),
-                    resources: cmd
+                    for organization in &organizations {
+                        access::require(tx, &author.actor, organization, Need::Edit).await?;
+                    }
+                    let organization_ids: Vec<&str> = organizations.iter().map(|o| o.as_str()).collect();
+                    let missing = storage::organizations::missing(tx, &organization_ids).await?;
+                    if !missing.is_empty() {
+                        return Err(Error::NotFound { kind: "organization", ids: missing });
+                    }
+                    let selection = Selection::Resources {
+                        user_id: cmd.user_id.as_ref().map(|u| u.to_string()),
+                        resources: cmd
+                            .resources
+                            .iter()
+                            .map(|(org, res)| (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string()))
+                            .collect(),
+                    };
+                    let revoked = storage::revocations::revoke(tx, &author, domain::now(), &selection).await?;
+                    let counts: BTreeMap<(String, String, String), u64> = revoked
+                        .per_resource
+                        .into_iter()
+                        .map(|on| {
+                            let count = u64::try_from(on.revoked).unwrap_or(0);
+                            ((on.organization_id, on.resource_type, on.resource_id), count)
+                        })
+                        .collect();
+                    Ok(cmd
                         .resources
                         .iter()
-                        .map(|(org, res)| (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string()))
-                        .collect(),
-                };
-                let revoked = storage::revocations::revoke(tx, &actor, domain::now(), &selection).await?;
-                let counts: BTreeMap<(String, String, String), u64> = storage::revocations::per_resource(tx, revoked)
-                    .await?
-                    .into_iter()
-                    .map(|(org, kind, id, n)| ((org, kind, id), n))
-                    .collect();
-                let removed = cmd
-                    .resources
-                    .iter()
-                    .map(|(org, res)| {
-                        let key = (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string());
-                        ((org.clone(), res.clone()), counts.get(&key).copied().unwrap_or(0))
-                    })
-                    .collect();
-                Ok(ResourceRemovals { removed, revision: revoked.revision })
+                        .map(|(org, res)| {
+                            let key = (org.to_string(), res.kind.as_str().to_owned(), res.id.to_string());
+                            ((org.clone(), res.clone()), counts.get(&key).copied().unwrap_or(0))
+                        })
+                        .collect())
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(ResourceRemovals { removed, revision })
     }
 
     /// Deletes the membership and every grant of the user in the organization.
@@ -261,32 +241,33 @@ impl Grants {
         actor: Actor,
         cmd: RemoveUserFromOrganization,
     ) -> Result<RemovedFromOrganization> {
-        write(&self.writes, actor, cmd, move |tx, actor, cmd| {
-            Box::pin(async move {
-                access::require(tx, &actor, &cmd.organization_id, Need::Edit).await?;
-                let (org, user) = (cmd.organization_id.as_str(), cmd.user_id.as_str());
-                if !storage::memberships::lock(tx, org, user, Lock::Update).await? {
-                    resolve::organization(tx, &cmd.organization_id).await?;
-                    if cmd.allow_missing {
-                        let revision = storage::changes::current_revision(tx).await?;
-                        return Ok(RemovedFromOrganization { removed_grant_count: 0, revision });
+        let (removed_grant_count, revision) = self
+            .writes
+            .run(actor, cmd, move |tx, author, cmd| {
+                Box::pin(async move {
+                    access::require(tx, &author.actor, &cmd.organization_id, Need::Edit).await?;
+                    let (org, user) = (cmd.organization_id.as_str(), cmd.user_id.as_str());
+                    if !lock_membership(tx, &cmd.organization_id, user).await? {
+                        if cmd.allow_missing {
+                            return Ok(0);
+                        }
+                        return Err(Error::NotFound {
+                            kind: "membership",
+                            ids: vec![format!("organizations/{org}/members/{user}")],
+                        });
                     }
-                    return Err(Error::NotFound {
-                        kind: "membership",
-                        ids: vec![format!("organizations/{org}/members/{user}")],
-                    });
-                }
-                let selection =
-                    Selection::UserInOrganization { organization_id: org.to_owned(), user_id: user.to_owned() };
-                let now = domain::now();
-                let revoked = storage::revocations::revoke(tx, &actor, now, &selection).await?;
-                storage::memberships::delete(tx, org, user).await?;
-                let member_removed = vec![NewChange::member(ChangeKind::MemberRemoved, org, user)];
-                let revision = storage::changes::append(tx, &actor, now, member_removed).await?;
-                Ok(RemovedFromOrganization { removed_grant_count: revoked.count, revision })
+                    let selection =
+                        Selection::UserInOrganization { organization_id: org.to_owned(), user_id: user.to_owned() };
+                    let now = domain::now();
+                    let revoked = storage::revocations::revoke(tx, &author, now, &selection).await?;
+                    storage::memberships::delete(tx, org, user).await?;
+                    let member_removed = vec![NewChange::member(ChangeKind::MemberRemoved, org, user)];
+                    storage::changes::append(tx, &author, now, member_removed).await?;
+                    Ok(revoked.count())
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(RemovedFromOrganization { removed_grant_count, revision })
     }
 
     /// A page of the user's grants in the organization.
@@ -307,7 +288,9 @@ impl Grants {
             }
             None => None,
         };
-        resolve::organization(&self.db, &cmd.organization_id).await?;
+        if access::may_learn_existence(&actor) {
+            resolve::organization(&self.db, &cmd.organization_id).await?;
+        }
         let grants = storage::grants::list(
             &self.db,
             cmd.organization_id.as_str(),
@@ -342,7 +325,7 @@ impl Grants {
         resolve::ensure_revision_reached(read.revision, cmd.at_least_revision)?;
         if read.matched.is_none() {
             // A denial for a name nobody defined is more likely a typo than an answer.
-            if !read.organization_exists {
+            if !read.organization_exists && access::may_learn_existence(&actor) {
                 return Err(resolve::not_found_organization(&cmd.organization_id));
             }
             if !read.permission_exists {

@@ -1,8 +1,7 @@
-//! Use-cases: each public method is one RPC's rules, run as one transaction (writes
-//! through `storage::tx::write`, which also appends the change events) or one read.
+//! Use-cases: each public method is one RPC's rules, run as one transaction or one read.
+//! Every write runs the same way ([`Writes::run`]), for every caller and both databases.
 
 mod access;
-mod add_groups;
 mod audit;
 mod catalog;
 mod check_queue;
@@ -10,19 +9,25 @@ mod directory;
 mod feed;
 mod grants;
 mod resolve;
+mod sequencer;
+mod watch;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 pub use audit::Audit;
 pub use catalog::PermissionDeletion;
 pub use directory::{Directory, MembershipOutcome, OrganizationDeletion};
 pub use feed::ChangeFeed;
 pub use grants::{AddOutcome, CheckOutcome, Grants, RemoveOutcome, RemovedFromOrganization, ResourceRemovals};
+pub use sequencer::Sequencer;
+use uuid::Uuid;
+pub use watch::WatchLimits;
 
 use crate::{
-    domain::{Actor, Error, Result},
+    domain::{Actor, Error, Result, Revision},
     storage::{
-        DatabaseConnection, DatabaseTransaction,
+        self, DatabaseConnection, DatabaseTransaction,
+        changes::Author,
         tx::{self, TxFuture},
     },
 };
@@ -34,22 +39,64 @@ pub struct ListPage<T> {
     pub next_page_token: String,
 }
 
-/// One write use-case: `body` runs as a retried write transaction (`tx::write`) in a task
-/// of its own (see [`detached`]), getting fresh copies of the caller and the command on
-/// every attempt.
-async fn write<C, T, F>(db: &DatabaseConnection, actor: Actor, command: C, body: F) -> Result<T>
-where
-    C: Clone + Send + Sync + 'static,
-    T: Send + 'static,
-    F: for<'c> Fn(&'c DatabaseTransaction, Actor, C) -> TxFuture<'c, T> + Send + Sync + 'static,
-{
-    let db = db.clone();
-    detached(async move { tx::write(&db, |tx| body(tx, actor.clone(), command.clone())).await }).await
+/// The one way writes run: where their transactions begin, and what numbers their events.
+#[derive(Debug, Clone)]
+pub struct Writes {
+    db: DatabaseConnection,
+    sequencer: Arc<Sequencer>,
+}
+
+impl Writes {
+    /// Transactions begin on `db` (see `storage::writer`); `sequencer` numbers their events.
+    pub fn new(db: DatabaseConnection, sequencer: Arc<Sequencer>) -> Self {
+        Self { db, sequencer }
+    }
+
+    /// One write use-case: `body` runs as a retried write transaction (`tx::write`),
+    /// getting fresh copies of the author and the command on every attempt. The answer is
+    /// its value with a revision:
+    /// - a write that appended events answers the revision of its last one, numbered
+    ///   after its commit (see [`Sequencer`]);
+    /// - a write that changed nothing numbers, before it commits and while it still holds
+    ///   its locks, every event committed so far, and answers the latest revision: it
+    ///   covers everything the write saw, and a write it held off is numbered after it.
+    ///
+    /// All of it runs in a task of its own (see [`detached`]).
+    async fn run<C, T, F>(&self, actor: Actor, command: C, body: F) -> Result<(T, Revision)>
+    where
+        C: Clone + Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'c> Fn(&'c DatabaseTransaction, Author, C) -> TxFuture<'c, T> + Send + Sync + 'static,
+    {
+        let Writes { db, sequencer } = self.clone();
+        let write_id = Uuid::new_v4();
+        detached(async move {
+            let (value, unchanged_at) = tx::write(&db, |tx| {
+                let author = Author::new(actor.clone(), write_id);
+                let work = body(tx, author.clone(), command.clone());
+                Box::pin(async move {
+                    let value = work.await?;
+                    let unchanged_at = match author.appended_any() {
+                        true => None,
+                        false => Some(storage::changes::sequence(tx).await?.revision),
+                    };
+                    Ok((value, unchanged_at))
+                })
+            })
+            .await?;
+            let revision = match unchanged_at {
+                Some(revision) => revision,
+                None => sequencer.revision_of(write_id).await?,
+            };
+            Ok((value, revision))
+        })
+        .await
+    }
 }
 
 /// Runs a write to its end even when the client hangs up: tonic drops a cancelled
 /// handler's future, and a commit that already happened must not be reported as lost
-/// by a half-finished retry loop.
+/// by a half-finished retry loop, nor left unnumbered.
 async fn detached<T: Send + 'static>(work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
     tokio::spawn(work).await.map_err(|err| Error::Internal(format!("write task failed: {err}")))?
 }

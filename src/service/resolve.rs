@@ -21,7 +21,7 @@ pub async fn permissions(conn: &impl ConnectionTrait, refs: &PermissionRefs) -> 
 }
 
 /// The permissions of `found` that `refs` names, as [`permissions`] answers them.
-pub fn named_in(found: &[Permission], refs: &PermissionRefs) -> Result<Vec<Permission>> {
+fn named_in(found: &[Permission], refs: &PermissionRefs) -> Result<Vec<Permission>> {
     // Looked up by key, not by scanning: a batch of 1,000 would otherwise compare a
     // million pairs.
     let by_id: HashMap<Uuid, &Permission> = found.iter().map(|p| (p.id, p)).collect();
@@ -45,15 +45,6 @@ pub fn named_in(found: &[Permission], refs: &PermissionRefs) -> Result<Vec<Permi
         return Err(Error::NotFound { kind: "permission", ids: missing });
     }
     Ok(ordered)
-}
-
-/// The NOT_FOUND of [`permissions`] when only `found` (id, name) of `refs` exist.
-pub fn missing(found: &[(Uuid, String)], refs: &PermissionRefs) -> Error {
-    let ids: HashSet<Uuid> = found.iter().map(|(id, _)| *id).collect();
-    let names: HashSet<&str> = found.iter().map(|(_, name)| name.as_str()).collect();
-    let unknown_ids = refs.ids.iter().filter(|id| !ids.contains(id)).map(Uuid::to_string);
-    let unknown_names = refs.names.iter().filter(|name| !names.contains(name.as_str())).map(|n| n.as_str().to_owned());
-    Error::NotFound { kind: "permission", ids: unknown_ids.chain(unknown_names).collect() }
 }
 
 /// Fails with NOT_FOUND unless the organization exists.
@@ -86,15 +77,16 @@ pub fn ids(permissions: &[Permission]) -> Vec<Uuid> {
 
 /// The latest committed revision, provided it is at least `at_least` (what a caller
 /// asking to read its own writes needs); FAILED_PRECONDITION when it asks for more.
-pub async fn revision_at_least(conn: &impl ConnectionTrait, at_least: Revision) -> Result<Revision> {
+pub async fn revision_at_least(conn: &impl ConnectionTrait, at_least: u64) -> Result<Revision> {
     let revision = storage::changes::current_revision(conn).await?;
     ensure_revision_reached(revision, at_least)?;
     Ok(revision)
 }
 
-/// FAILED_PRECONDITION when the caller asks for a revision newer than `latest`.
-pub fn ensure_revision_reached(latest: Revision, at_least: Revision) -> Result<()> {
-    if at_least > latest {
+/// FAILED_PRECONDITION when the caller asks for a revision newer than `latest`. The
+/// message names the revision as sent: it may be beyond what the database can number.
+pub fn ensure_revision_reached(latest: Revision, at_least: u64) -> Result<()> {
+    if u64::try_from(latest).is_ok_and(|latest| at_least > latest) {
         return Err(Error::FailedPrecondition {
             reason: "REVISION_AHEAD",
             subject: "at_least_revision".into(),

@@ -1,25 +1,67 @@
-//! The change log and the revision counter.
+//! The change log: every write's events, and the sequencer that numbers them.
 //!
-//! A write transaction appends its events last: it bumps the one-row counter by the
-//! number of events (taking that row's lock until commit) and inserts the events at the
-//! revisions it got. Because the lock is held until commit, a transaction that takes a
-//! higher revision always commits after every lower one, so a reader that sees revision
-//! R has seen every revision below R.
+//! A write transaction queues its events in `pending_changes`, without a revision,
+//! tagged with its write id ([`append`], and [`events_from`] for events read from deleted
+//! grants). Nothing in it touches a row that other writes share, so writes of different
+//! users never wait for each other. Once it has committed, a short sequencing transaction
+//! ([`sequence`]) locks the one-row revision counter, moves every committed event of the
+//! queue into `changes` with its revision, one write's events together and in their
+//! order, and moves the counter past them. Sequencing transactions hold the counter's
+//! lock until they commit, so they commit in the order of the revisions they give: a
+//! reader that sees revision R sees every revision below R, and a change feed reading
+//! "above the last revision I saw" skips nothing, whichever write committed first. Each
+//! event reaches `changes` once, numbered; the queue holds only what waits.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    Statement, Value,
     sea_query::{Expr, Query},
 };
 use uuid::Uuid;
 
-use super::{entities::change, entities::revision_counter, grants::GrantKey, json_array};
+use super::{
+    entities::{change, revision_counter},
+    grants::GrantKey,
+    json_array,
+};
 use crate::domain::{
     Actor, Error, Result, Revision,
     model::{Change, ChangeKind},
 };
 
-/// An event about to be appended; its revision is assigned by [`append`].
+/// Who writes: the caller, and the id that ties one write's events together until the
+/// sequencer numbers them (new for every write, the same across its retries). Counts the
+/// events one attempt appends.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub actor: Actor,
+    pub write_id: Uuid,
+    appended: Arc<AtomicU64>,
+}
+
+impl Author {
+    /// The author of one attempt of a write: it has appended nothing yet.
+    pub fn new(actor: Actor, write_id: Uuid) -> Self {
+        Self { actor, write_id, appended: Arc::default() }
+    }
+
+    /// Whether this attempt has appended any event.
+    pub fn appended_any(&self) -> bool {
+        self.appended.load(Ordering::Relaxed) > 0
+    }
+
+    pub(super) fn note_appended(&self, events: u64) {
+        self.appended.fetch_add(events, Ordering::Relaxed);
+    }
+}
+
+/// An event about to be appended; its revision is given by [`sequence`].
 #[derive(Debug, Clone)]
 pub struct NewChange {
     pub kind: ChangeKind,
@@ -77,7 +119,7 @@ pub async fn take_sqlite_write_lock(conn: &impl ConnectionTrait) -> Result<()> {
     Ok(())
 }
 
-/// The latest committed revision.
+/// The latest revision given: every change up to it has committed and is visible.
 pub async fn current_revision(conn: &impl ConnectionTrait) -> Result<Revision> {
     revision_counter::Entity::find_by_id(1i16)
         .one(conn)
@@ -86,152 +128,62 @@ pub async fn current_revision(conn: &impl ConnectionTrait) -> Result<Revision> {
         .ok_or_else(|| Error::Internal("revision counter row is missing".into()))
 }
 
-/// Appends `events` at consecutive new revisions and answers the last one; with no
-/// events it changes nothing and answers the current revision.
+/// The columns an event is written with, after its write id.
+const EVENT_COLUMNS: &str =
+    "write_id, kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id";
+
+/// Appends `events`, in order, to `author`'s write. One statement whatever their number:
+/// they travel as arrays (PostgreSQL) or one JSON array (SQLite).
 pub async fn append(
     conn: &impl ConnectionTrait,
-    actor: &Actor,
+    author: &Author,
     at: DateTime<Utc>,
     events: Vec<NewChange>,
-) -> Result<Revision> {
-    if events.is_empty() {
-        return current_revision(conn).await;
-    }
-    let count = i64::try_from(events.len()).map_err(|_| Error::Internal("too many events".into()))?;
-    match conn.get_database_backend() {
-        DatabaseBackend::Postgres => append_in_one_statement(conn, actor, at, &events, count).await,
-        _ => append_in_two_statements(conn, actor, at, &events, count).await,
-    }
-}
-
-/// PostgreSQL: bumps the counter and inserts every event in one statement, so the
-/// counter's row lock is held for one round trip plus the commit. The events travel as
-/// arrays; sea-query binds arrays without NULL elements, so an absent value travels as
-/// '' (or the nil UUID) and NULLIF turns it back: no id grantd stores is empty or nil.
-async fn append_in_one_statement(
-    conn: &impl ConnectionTrait,
-    actor: &Actor,
-    at: DateTime<Utc>,
-    events: &[NewChange],
-    count: i64,
-) -> Result<Revision> {
-    let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
-    let kinds: Vec<i16> = events.iter().map(|e| e.kind.code()).collect();
-    let organizations: Vec<String> = events.iter().map(|e| text(e.organization_id.as_deref())).collect();
-    let users: Vec<String> = events.iter().map(|e| text(e.user_id.as_deref())).collect();
-    let permissions: Vec<Uuid> = events.iter().map(|e| e.permission_id.unwrap_or(Uuid::nil())).collect();
-    let resource_types: Vec<String> = events.iter().map(|e| text(e.resource.as_ref().map(|r| r.0.as_str()))).collect();
-    let resource_ids: Vec<String> = events.iter().map(|e| text(e.resource.as_ref().map(|r| r.1.as_str()))).collect();
-    let statement = Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        "WITH bump AS (UPDATE revision_counter SET value = value + $1 WHERE id = 1 RETURNING value), \
-         appended AS (INSERT INTO changes \
-           (revision, kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id) \
-           SELECT bump.value - $1 + e.ordinal, e.kind, $2, $3, $4, NULLIF(e.organization_id, ''), \
-             NULLIF(e.user_id, ''), NULLIF(e.permission_id, '00000000-0000-0000-0000-000000000000'::uuid), \
-             NULLIF(e.resource_type, ''), NULLIF(e.resource_id, '') \
-           FROM bump, UNNEST($5::smallint[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[]) \
-             WITH ORDINALITY AS e(kind, organization_id, user_id, permission_id, resource_type, resource_id, ordinal)) \
-         SELECT value FROM bump",
-        [
-            count.into(),
-            actor.subject.as_str().into(),
-            actor.request_id.as_str().into(),
-            at.into(),
-            kinds.into(),
-            organizations.into(),
-            users.into(),
-            permissions.into(),
-            resource_types.into(),
-            resource_ids.into(),
-        ],
-    );
-    conn.query_one(statement)
-        .await?
-        .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?
-        .try_get("", "value")
-        .map_err(Error::from)
-}
-
-/// The events of [`append`] and [`append_sqlite`] on SQLite: the first event's revision,
-/// the time, then a JSON array of `[actor, request id, how many events come before, [events]]`,
-/// each event `[kind, organization, user, permission (32 hex digits), resource type,
-/// resource id]`. MATERIALIZED, as in `grants::SQLITE_INSERT`: an author's fields are
-/// read from its JSON once, not once per event.
-pub const SQLITE_APPEND: &str = "WITH author AS MATERIALIZED (SELECT value ->> 0 AS actor, value ->> 1 AS request_id, \
-      value ->> 2 AS events_before, value -> 3 AS listed FROM json_each(?3)) \
-    INSERT INTO changes \
-    (revision, kind, actor, request_id, at, organization_id, user_id, permission_id, resource_type, resource_id) \
-    SELECT ?1 + author.events_before + listed.key, listed.value ->> 0, author.actor, author.request_id, ?2, \
-      listed.value ->> 1, listed.value ->> 2, unhex(listed.value ->> 3), listed.value ->> 4, listed.value ->> 5 \
-    FROM author, json_each(author.listed) AS listed";
-
-/// Adds `count` to the revision counter, locking its row until commit; answers the new
-/// value, the revision of the last of the `count` events.
-pub(super) async fn bump(conn: &impl ConnectionTrait, count: i64) -> Result<Revision> {
-    let bump = Query::update()
-        .table(revision_counter::Entity)
-        .value(revision_counter::Column::Value, Expr::col(revision_counter::Column::Value).add(count))
-        .and_where(revision_counter::Column::Id.eq(1))
-        .returning_col(revision_counter::Column::Value)
-        .to_owned();
-    Ok(conn
-        .query_one(conn.get_database_backend().build(&bump))
-        .await?
-        .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?
-        .try_get("", "value")?)
-}
-
-/// SQLite: bump the counter, then insert every event in one statement, [`SQLITE_APPEND`].
-async fn append_in_two_statements(
-    conn: &impl ConnectionTrait,
-    actor: &Actor,
-    at: DateTime<Utc>,
-    events: &[NewChange],
-    count: i64,
-) -> Result<Revision> {
-    let last = bump(conn, count).await?;
-    insert_sqlite(conn, last - count + 1, at, &[Authored { actor, events }]).await?;
-    Ok(last)
-}
-
-/// One caller's events, for [`append_sqlite`].
-#[derive(Debug, Clone, Copy)]
-pub struct Authored<'a> {
-    pub actor: &'a Actor,
-    pub events: &'a [NewChange],
-}
-
-/// SQLite: appends the events of several callers at consecutive new revisions, in order,
-/// each event recording its own caller and request id; answers the revision the counter
-/// stood at before them. Two statements however many callers and events.
-pub async fn append_sqlite(
-    conn: &impl ConnectionTrait,
-    at: DateTime<Utc>,
-    authored: &[Authored<'_>],
-) -> Result<Revision> {
-    let total: usize = authored.iter().map(|a| a.events.len()).sum();
-    if total == 0 {
-        return current_revision(conn).await;
-    }
-    let count = i64::try_from(total).map_err(|_| Error::Internal("too many events".into()))?;
-    let last = bump(conn, count).await?;
-    insert_sqlite(conn, last - count + 1, at, authored).await?;
-    Ok(last - count)
-}
-
-async fn insert_sqlite(
-    conn: &impl ConnectionTrait,
-    first: Revision,
-    at: DateTime<Utc>,
-    authored: &[Authored<'_>],
 ) -> Result<()> {
-    let mut before = 0usize;
-    let listed: Vec<_> = authored
-        .iter()
-        .map(|author| {
-            let events: Vec<_> = author
-                .events
+    if events.is_empty() {
+        return Ok(());
+    }
+    let backend = conn.get_database_backend();
+    let [write_id, actor, request_id] = author_values(author);
+    let statement = match backend {
+        DatabaseBackend::Postgres => {
+            // sea-query binds arrays without NULL elements, so an absent value travels as
+            // '' (or the nil UUID) and NULLIF turns it back: no id grantd stores is empty or nil.
+            let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
+            let kinds: Vec<i16> = events.iter().map(|e| e.kind.code()).collect();
+            let organizations: Vec<String> = events.iter().map(|e| text(e.organization_id.as_deref())).collect();
+            let users: Vec<String> = events.iter().map(|e| text(e.user_id.as_deref())).collect();
+            let permissions: Vec<Uuid> = events.iter().map(|e| e.permission_id.unwrap_or(Uuid::nil())).collect();
+            let types: Vec<String> = events.iter().map(|e| text(e.resource.as_ref().map(|r| r.0.as_str()))).collect();
+            let ids: Vec<String> = events.iter().map(|e| text(e.resource.as_ref().map(|r| r.1.as_str()))).collect();
+            Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "INSERT INTO pending_changes ({EVENT_COLUMNS}) \
+                     SELECT $1, e.kind, $2, $3, $4, NULLIF(e.organization_id, ''), NULLIF(e.user_id, ''), \
+                       NULLIF(e.permission_id, '00000000-0000-0000-0000-000000000000'::uuid), \
+                       NULLIF(e.resource_type, ''), NULLIF(e.resource_id, '') \
+                     FROM UNNEST($5::smallint[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[]) \
+                       WITH ORDINALITY AS e(kind, organization_id, user_id, permission_id, resource_type, resource_id, \
+                       ordinal) \
+                     ORDER BY e.ordinal"
+                ),
+                [
+                    write_id,
+                    actor,
+                    request_id,
+                    at.into(),
+                    kinds.into(),
+                    organizations.into(),
+                    users.into(),
+                    permissions.into(),
+                    types.into(),
+                    ids.into(),
+                ],
+            )
+        }
+        _ => {
+            let listed: Vec<_> = events
                 .iter()
                 .map(|event| {
                     let (resource_type, resource_id) = event.resource.as_ref().map(|(t, i)| (t, i)).unzip();
@@ -245,17 +197,182 @@ async fn insert_sqlite(
                     )
                 })
                 .collect();
-            let entry = (author.actor.subject.as_str(), author.actor.request_id.as_str(), before, events);
-            before += author.events.len();
-            entry
-        })
-        .collect();
-    let insert = Statement::from_sql_and_values(
-        DatabaseBackend::Sqlite,
-        SQLITE_APPEND,
-        [first.into(), at.into(), json_array(&listed)?.into()],
+            Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "INSERT INTO pending_changes ({EVENT_COLUMNS}) \
+                     SELECT ?1, e.value ->> 0, ?2, ?3, ?4, e.value ->> 1, e.value ->> 2, unhex(e.value ->> 3), \
+                       e.value ->> 4, e.value ->> 5 \
+                     FROM json_each(?5) AS e ORDER BY e.key"
+                ),
+                [write_id, actor, request_id, at.into(), json_array(&listed)?.into()],
+            )
+        }
+    };
+    let appended = conn.execute(statement).await?.rows_affected();
+    author.note_appended(appended);
+    Ok(())
+}
+
+/// `INSERT INTO pending_changes ... SELECT` one event of `kind` per row of `source` (a table, a
+/// CTE or a parenthesized query with the grant key columns), for statements that write
+/// events from the grants they delete (`revocations`). `others` are the values of the
+/// rest of the statement, whose own placeholders are `$1..$n` (PostgreSQL) or unnumbered
+/// `?` (SQLite), as sea-query writes them; answers the text and every value of the
+/// statement, in binding order.
+pub(super) fn events_from(
+    backend: DatabaseBackend,
+    source: &str,
+    others: Vec<Value>,
+    author: &Author,
+    kind: ChangeKind,
+    at: DateTime<Utc>,
+) -> (String, Vec<Value>) {
+    let [write_id, actor, request_id] = author_values(author);
+    let ours = [write_id, kind.code().into(), actor, request_id, at.into()];
+    // sqlx binds SQLite's unnumbered `?` in the order they appear, so there ours, written
+    // before the others', take the first values; PostgreSQL's are numbered, ours after.
+    let (p, values): (Vec<String>, Vec<Value>) = match backend {
+        DatabaseBackend::Postgres => {
+            let first = others.len() + 1;
+            ((first..first + 5).map(|n| format!("${n}")).collect(), others.into_iter().chain(ours).collect())
+        }
+        _ => (vec!["?".to_owned(); 5], ours.into_iter().chain(others).collect()),
+    };
+    let sql = format!(
+        "INSERT INTO pending_changes ({EVENT_COLUMNS}) \
+         SELECT {}, {}, {}, {}, {}, organization_id, user_id, permission_id, resource_type, resource_id FROM {source}",
+        p[0], p[1], p[2], p[3], p[4]
     );
-    conn.execute(insert).await?;
+    (sql, values)
+}
+
+fn author_values(author: &Author) -> [Value; 3] {
+    [author.write_id.into(), author.actor.subject.as_str().into(), author.actor.request_id.as_str().into()]
+}
+
+/// What one sequencing transaction numbered.
+#[derive(Debug, Clone, Default)]
+pub struct Sequenced {
+    /// The counter after it: the latest revision given.
+    pub revision: Revision,
+    /// Each write it numbered, with the revision of its last event.
+    pub writes: Vec<(Uuid, Revision)>,
+}
+
+/// A write the sequencer numbered, with the revision of its last event.
+#[derive(Debug, FromQueryResult)]
+struct Numbered {
+    write_id: Uuid,
+    last: Revision,
+}
+
+/// The statement that numbers the queue on PostgreSQL, `$1` being the counter: one
+/// statement, so one snapshot, moves exactly the events it numbers (a write that commits
+/// meanwhile waits whole for the next sequencing). Answers each write's last revision.
+const POSTGRES_SEQUENCE: &str = "WITH moved AS (DELETE FROM pending_changes RETURNING *), \
+     numbered AS (SELECT grouped.*, row_number() OVER (ORDER BY first_id, id) AS ordinal \
+       FROM (SELECT moved.*, min(id) OVER (PARTITION BY write_id) AS first_id FROM moved) AS grouped), \
+     inserted AS (INSERT INTO changes (revision, write_id, kind, actor, request_id, at, organization_id, user_id, \
+         permission_id, resource_type, resource_id) \
+       SELECT $1 + ordinal, write_id, kind, actor, request_id, at, organization_id, user_id, permission_id, \
+         resource_type, resource_id FROM numbered ORDER BY ordinal \
+       RETURNING write_id, revision) \
+     SELECT write_id, max(revision) AS last FROM inserted GROUP BY write_id";
+
+/// The same on SQLite, where a DELETE cannot feed an INSERT: there the sequencing
+/// transaction holds the database's write lock, so nothing commits between its statements.
+const SQLITE_SEQUENCE: [&str; 3] = [
+    "INSERT INTO changes (revision, write_id, kind, actor, request_id, at, organization_id, user_id, \
+       permission_id, resource_type, resource_id) \
+     SELECT ?1 + row_number() OVER (ORDER BY first_id, id), write_id, kind, actor, request_id, at, organization_id, \
+       user_id, permission_id, resource_type, resource_id \
+     FROM (SELECT pending_changes.*, min(id) OVER (PARTITION BY write_id) AS first_id FROM pending_changes) \
+     ORDER BY first_id, id",
+    // Named, or SQLite may walk all of idx_changes_write, already grouped by write.
+    "SELECT write_id, max(revision) AS last FROM changes INDEXED BY idx_changes_revision \
+     WHERE revision > ?1 GROUP BY write_id",
+    "DELETE FROM pending_changes",
+];
+
+/// Numbers every committed event of the queue, after the counter, and moves the counter
+/// past them. Runs in a transaction of its own (see the module comment): the counter's
+/// row lock, taken first, keeps sequencers one at a time, and the statements after it
+/// see every write committed before.
+///
+/// Writes go in the order of their first event, each write's events together and in the
+/// order it appended them. Queue ids are drawn when an event is inserted, so a write that
+/// saw another's committed grant (it waited for its lock, or found it held) drew its ids
+/// after that one's and is numbered after it: its answer covers what it saw.
+pub async fn sequence(conn: &impl ConnectionTrait) -> Result<Sequenced> {
+    let backend = conn.get_database_backend();
+    let counter = Query::select()
+        .column(revision_counter::Column::Value)
+        .from(revision_counter::Entity)
+        .and_where(revision_counter::Column::Id.eq(1))
+        .lock_exclusive()
+        .to_owned();
+    let before: Revision = conn
+        .query_one(backend.build(&counter))
+        .await?
+        .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?
+        .try_get("", "value")?;
+    let numbered = match backend {
+        DatabaseBackend::Postgres => {
+            let statement = Statement::from_sql_and_values(backend, POSTGRES_SEQUENCE, [before.into()]);
+            Numbered::find_by_statement(statement).all(conn).await?
+        }
+        _ => {
+            let [insert, select, delete] = SQLITE_SEQUENCE;
+            conn.execute(Statement::from_sql_and_values(backend, insert, [before.into()])).await?;
+            let numbered =
+                Numbered::find_by_statement(Statement::from_sql_and_values(backend, select, [before.into()]))
+                    .all(conn)
+                    .await?;
+            conn.execute(Statement::from_string(backend, delete)).await?;
+            numbered
+        }
+    };
+    let Some(last) = numbered.iter().map(|write| write.last).max() else {
+        return Ok(Sequenced { revision: before, writes: Vec::new() });
+    };
+    let bump = Query::update()
+        .table(revision_counter::Entity)
+        .value(revision_counter::Column::Value, last)
+        .and_where(revision_counter::Column::Id.eq(1))
+        .to_owned();
+    conn.execute(backend.build(&bump)).await?;
+    Ok(Sequenced { revision: last, writes: numbered.into_iter().map(|write| (write.write_id, write.last)).collect() })
+}
+
+/// The revision of the last event of the write, once numbered; none before, or when it
+/// appended no event.
+pub async fn revision_of(conn: &impl ConnectionTrait, write_id: Uuid) -> Result<Option<Revision>> {
+    let revision = change::Entity::find()
+        .select_only()
+        .expr(Expr::col(change::Column::Revision).max())
+        .filter(change::Column::WriteId.eq(write_id))
+        .into_tuple::<Option<Revision>>()
+        .one(conn)
+        .await?;
+    Ok(revision.flatten())
+}
+
+/// Whether any committed event waits for a revision (a write whose process ended
+/// before it sequenced leaves some).
+pub async fn any_unsequenced(conn: &impl ConnectionTrait) -> Result<bool> {
+    let probe = Statement::from_string(conn.get_database_backend(), "SELECT 1 AS found FROM pending_changes LIMIT 1");
+    Ok(conn.query_one(probe).await?.is_some())
+}
+
+/// Removes what sequencing left of the queue's rows on PostgreSQL. Every event passes
+/// through the queue, so without autovacuum (or between its runs) reading the queue would
+/// cost as much as every event ever queued; vacuuming a queue that holds only what waits
+/// is quick. Cannot run inside a transaction.
+pub async fn vacuum_pending(conn: &impl ConnectionTrait) -> Result<()> {
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        conn.execute_unprepared("VACUUM pending_changes").await?;
+    }
     Ok(())
 }
 
@@ -277,10 +394,11 @@ pub async fn list(
 }
 
 fn to_change(row: change::Model) -> Result<Change> {
+    let revision = row.revision.ok_or_else(|| Error::Internal(format!("change {} listed unnumbered", row.id)))?;
     let kind = ChangeKind::from_code(row.kind)
-        .ok_or_else(|| Error::Internal(format!("unknown change kind {} at revision {}", row.kind, row.revision)))?;
+        .ok_or_else(|| Error::Internal(format!("unknown change kind {} at revision {revision}", row.kind)))?;
     Ok(Change {
-        revision: row.revision,
+        revision,
         kind,
         actor: row.actor,
         request_id: row.request_id,

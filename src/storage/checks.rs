@@ -2,20 +2,19 @@
 //!
 //! Each check is its permission (by id, or looked up by name), the revision counter, the
 //! grant on the resource and the org-wide grant, each an equality on a unique key, so
-//! each is an exact index probe however many grants exist (see BENCHMARKS.md, Growth, for
-//! the plans); the organization is looked up only for a check that no grant answers. The
-//! checks travel as one parameter whatever their number (PostgreSQL: arrays, `UNNEST`;
-//! SQLite: a JSON array, `json_each`), so the statement text never changes and stays
-//! prepared.
+//! each is an exact index probe however many grants exist (bench/growth.sh prints the
+//! plans); the organization is looked up only for a check that no grant answers. The
+//! checks travel as one JSON parameter whatever their number, so the statement text
+//! never changes and stays prepared, with one plan.
 //!
 //! Written out rather than built with sea-query: this is the hottest statement, and
-//! building it took about 4% of grantd's CPU time under a check load (perf).
+//! building it showed in profiles of a check load.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseBackend, FromQueryResult, Statement, Value, sea_query::ArrayType};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, FromQueryResult, QueryResult, Statement, Value};
 use uuid::Uuid;
 
-use super::{KeptConnections, json_array};
+use super::{connect::pool_limits, error::is_broken_connection, json_array};
 use crate::domain::{Error, ResourceType, Result, Revision, model::Grant};
 
 /// How the permission of a check is named.
@@ -76,14 +75,37 @@ const COLUMNS: &str = "SELECT wanted.position, revision_counter.value AS revisio
      COALESCE(on_resource.granted_at, org_wide.granted_at) AS granted_at, \
      COALESCE(on_resource.granted_by, org_wide.granted_by) AS granted_by";
 
-/// After `FROM wanted CROSS JOIN revision_counter`: the probes. The grant joins name all
+/// After `FROM wanted CROSS JOIN revision_counter`: the probes. The grant probes name all
 /// five columns of the primary key, the permission id included, so each is one exact
-/// probe. `{org_wide_type}` is the resource type of org-wide grants, a parameter.
-const JOINS: &str = "LEFT JOIN grants AS on_resource ON on_resource.organization_id = wanted.organization_id \
+/// probe. The org-wide grant's resource type comes with each check rather than written
+/// in: given as a constant, PostgreSQL's statistics of `resource_type` (few org-wide
+/// grants) led it to probe another index and filter every org-wide grant of the
+/// organization.
+///
+/// On PostgreSQL each probe is a LATERAL subquery with `LIMIT 1`, which PostgreSQL cannot
+/// pull up into a join: it stays one index probe per check whatever the statistics say.
+/// As plain joins, a plan made while `grants` was small (or never analyzed) hashed the
+/// whole table for every statement and was kept by the connection as the table grew: 5 to
+/// 12 ms a check at 10,000-20,000 grants instead of a fraction of a millisecond.
+const POSTGRES_JOINS: &str = "LEFT JOIN LATERAL (SELECT grants.organization_id, grants.resource_type, \
+       grants.resource_id, grants.granted_at, grants.granted_by FROM grants \
+       WHERE grants.organization_id = wanted.organization_id AND grants.user_id = wanted.user_id \
+       AND grants.resource_type = wanted.resource_type AND grants.resource_id = wanted.resource_id \
+       AND grants.permission_id = wanted.permission_id LIMIT 1) AS on_resource ON true \
+     LEFT JOIN LATERAL (SELECT grants.organization_id, grants.resource_type, \
+       grants.resource_id, grants.granted_at, grants.granted_by FROM grants \
+       WHERE grants.organization_id = wanted.organization_id AND grants.user_id = wanted.user_id \
+       AND grants.resource_type = wanted.org_wide_type AND grants.resource_id = wanted.organization_id \
+       AND grants.permission_id = wanted.permission_id LIMIT 1) AS org_wide ON true \
+     WHERE revision_counter.id = 1";
+
+/// The same probes on SQLite, which has no LATERAL and probes a join's inner table by its
+/// index whenever the join names the index's columns.
+const SQLITE_JOINS: &str = "LEFT JOIN grants AS on_resource ON on_resource.organization_id = wanted.organization_id \
        AND on_resource.user_id = wanted.user_id AND on_resource.resource_type = wanted.resource_type \
        AND on_resource.resource_id = wanted.resource_id AND on_resource.permission_id = wanted.permission_id \
      LEFT JOIN grants AS org_wide ON org_wide.organization_id = wanted.organization_id \
-       AND org_wide.user_id = wanted.user_id AND org_wide.resource_type = {org_wide_type} \
+       AND org_wide.user_id = wanted.user_id AND org_wide.resource_type = wanted.org_wide_type \
        AND org_wide.resource_id = wanted.organization_id AND org_wide.permission_id = wanted.permission_id \
      WHERE revision_counter.id = 1";
 
@@ -91,23 +113,26 @@ const JOINS: &str = "LEFT JOIN grants AS on_resource ON on_resource.organization
 /// looked up by a key probe; the name is NULL when no permission has the given id, the id
 /// when none has the given name. A materialized list, so that the permission is looked up
 /// once per check and the joins probe on a plain value (joined through `permissions.id`
-/// instead, PostgreSQL probed the grants on four columns and filtered the fifth). Not
-/// joined with `permissions` either: the generic plan takes the list for ten checks, and
-/// against ten probes it hashed the whole catalog for every statement while the catalog
-/// held up to a few thousand permissions. One array per field; sea-query binds no NULL
-/// inside an array, so a permission travels as text, with whether it is an id.
-const POSTGRES_WANTED: &str = "SELECT position, organization_id, user_id, resource_type, resource_id, \
-     CASE WHEN by_id THEN permission::uuid \
-       ELSE (SELECT named.id FROM permissions AS named WHERE named.name = listed.permission) END AS permission_id, \
-     CASE WHEN by_id THEN (SELECT named.name FROM permissions AS named WHERE named.id = listed.permission::uuid) \
-       ELSE listed.permission END AS permission_name \
-     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[]) WITH ORDINALITY \
-     AS listed (organization_id, user_id, resource_type, resource_id, permission, by_id, position)";
+/// instead, PostgreSQL probed the grants on four columns and filtered the fifth).
+///
+/// The checks travel as one JSON array of `[organization, user, resource type, resource
+/// id, permission, by id, org-wide type]` per check. PostgreSQL cannot see into it, so
+/// it plans the statement the same for every list: it keeps one generic plan instead of
+/// planning each call anew, which arrays (whose length it reads from each call's values)
+/// made it do.
+const POSTGRES_WANTED: &str = "SELECT position, value ->> 0 AS organization_id, value ->> 1 AS user_id, \
+     value ->> 2 AS resource_type, value ->> 3 AS resource_id, value ->> 6 AS org_wide_type, \
+     CASE WHEN (value ->> 5)::bool THEN (value ->> 4)::uuid \
+       ELSE (SELECT named.id FROM permissions AS named WHERE named.name = value ->> 4) END AS permission_id, \
+     CASE WHEN (value ->> 5)::bool \
+       THEN (SELECT named.name FROM permissions AS named WHERE named.id = (value ->> 4)::uuid) \
+       ELSE value ->> 4 END AS permission_name \
+     FROM json_array_elements($1::json) WITH ORDINALITY AS listed (value, position)";
 
-/// The same list from one JSON array `[organization, user, resource type, resource id,
-/// permission, by id]` per check.
+/// The same list on SQLite.
 const SQLITE_WANTED: &str = "SELECT listed.key + 1 AS position, listed.value ->> 0 AS organization_id, \
      listed.value ->> 1 AS user_id, listed.value ->> 2 AS resource_type, listed.value ->> 3 AS resource_id, \
+     listed.value ->> 6 AS org_wide_type, \
      CASE WHEN listed.value ->> 5 THEN unhex(listed.value ->> 4) \
        ELSE (SELECT named.id FROM permissions AS named WHERE named.name = listed.value ->> 4) END AS permission_id, \
      CASE WHEN listed.value ->> 5 \
@@ -118,11 +143,10 @@ const SQLITE_WANTED: &str = "SELECT listed.key + 1 AS position, listed.value ->>
 fn sql(backend: DatabaseBackend) -> &'static str {
     static TEXTS: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
     let texts = TEXTS.get_or_init(|| {
-        let text = |wanted: &str, org_wide_type: &str| {
-            let joins = JOINS.replace("{org_wide_type}", org_wide_type);
+        let text = |wanted: &str, joins: &str| {
             format!("WITH wanted AS MATERIALIZED ({wanted}) {COLUMNS} FROM wanted CROSS JOIN revision_counter {joins}")
         };
-        [text(POSTGRES_WANTED, "$7"), text(SQLITE_WANTED, "?2")]
+        [text(POSTGRES_WANTED, POSTGRES_JOINS), text(SQLITE_WANTED, SQLITE_JOINS)]
     });
     if backend == DatabaseBackend::Postgres { &texts[0] } else { &texts[1] }
 }
@@ -141,11 +165,11 @@ struct CheckRow {
 }
 
 /// Answers `checks`, in their order, from one statement.
-pub async fn read(reads: &KeptConnections, checks: &[Check]) -> Result<Vec<CheckRead>> {
-    let backend = reads.backend();
-    let statement = Statement::from_sql_and_values(backend, sql(backend), parameters(backend, checks)?);
+pub async fn read(db: &DatabaseConnection, checks: &[Check]) -> Result<Vec<CheckRead>> {
+    let backend = db.get_database_backend();
+    let statement = Statement::from_sql_and_values(backend, sql(backend), parameters(checks)?);
     let mut answers: Vec<Option<CheckRead>> = vec![None; checks.len()];
-    for row in reads.query_all(&statement).await? {
+    for row in query_all_retrying(db, statement).await? {
         let row = CheckRow::from_query_result(&row, "")?;
         let slot = usize::try_from(row.position - 1).ok().and_then(|index| Some((index, checks.get(index)?)));
         let Some((index, check)) = slot else {
@@ -156,38 +180,47 @@ pub async fn read(reads: &KeptConnections, checks: &[Check]) -> Result<Vec<Check
     answers.into_iter().map(|answer| answer.ok_or_else(|| Error::Internal("a check got no row".into()))).collect()
 }
 
-fn parameters(backend: DatabaseBackend, checks: &[Check]) -> Result<Vec<Value>> {
-    let org_wide_type = Value::from(ResourceType::ORGANIZATION);
-    if backend != DatabaseBackend::Postgres {
-        let wanted: Vec<_> = checks
-            .iter()
-            .map(|check| {
-                let (permission, by_id) = check.permission.as_text();
-                (&check.organization_id, &check.user_id, &check.resource_type, &check.resource_id, permission, by_id)
-            })
-            .collect();
-        return Ok(vec![json_array(&wanted)?.into(), org_wide_type]);
+/// How many check statements may run at once on `db`: half its pool, so that the rest
+/// stays for transactions and the other RPCs.
+pub fn statements_at_once(db: &DatabaseConnection) -> usize {
+    usize::try_from(pool_limits(db).0 / 2).unwrap_or(1).max(1)
+}
+
+/// A read is safe to repeat: a statement that failed because its pooled connection had
+/// broken (the database restarted, say) runs again on another, as many times as the pool
+/// may hold connections that broke the same way.
+async fn query_all_retrying(db: &DatabaseConnection, statement: Statement) -> Result<Vec<QueryResult>> {
+    let mut broken_left = pool_limits(db).0;
+    loop {
+        match db.query_all(statement.clone()).await {
+            Err(err) if broken_left > 0 && is_broken_connection(&err) => {
+                broken_left -= 1;
+                tracing::debug!(broken_left, error = %err, "a pooled connection was broken, reading again");
+            }
+            answer => return Ok(answer?),
+        }
     }
-    let texts = |field: fn(&Check) -> &str| {
-        let values = checks.iter().map(|check| Value::from(field(check))).collect();
-        Value::Array(ArrayType::String, Some(Box::new(values)))
-    };
-    let (permissions, by_id): (Vec<Value>, Vec<Value>) = checks
+}
+
+/// The checks as one JSON array (see [`POSTGRES_WANTED`]), the same on both databases.
+fn parameters(checks: &[Check]) -> Result<Vec<Value>> {
+    let wanted: Vec<_> = checks
         .iter()
         .map(|check| {
             let (permission, by_id) = check.permission.as_text();
-            (permission.into(), by_id.into())
+            let org_wide_type = ResourceType::ORGANIZATION;
+            (
+                &check.organization_id,
+                &check.user_id,
+                &check.resource_type,
+                &check.resource_id,
+                permission,
+                by_id,
+                org_wide_type,
+            )
         })
-        .unzip();
-    Ok(vec![
-        texts(|check| &check.organization_id),
-        texts(|check| &check.user_id),
-        texts(|check| &check.resource_type),
-        texts(|check| &check.resource_id),
-        Value::Array(ArrayType::String, Some(Box::new(permissions))),
-        Value::Array(ArrayType::Bool, Some(Box::new(by_id))),
-        org_wide_type,
-    ])
+        .collect();
+    Ok(vec![json_array(&wanted)?.into()])
 }
 
 fn answer(check: &Check, row: CheckRow) -> CheckRead {

@@ -9,13 +9,8 @@ use sea_orm::{
 };
 use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::tx::SQLITE_WRITER;
-
 /// Arbitrary, but fixed: every grantd replica takes this advisory lock to migrate.
 const MIGRATION_LOCK_KEY: i64 = 0x6772_616e_7464; // "grantd"
-
-/// How long a PostgreSQL connection, and the plans it holds, is kept.
-const POSTGRES_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -42,9 +37,6 @@ impl Default for PoolOptions {
 pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection, DbErr> {
     let busy_timeout = pool.sqlite_busy_timeout;
     let mut options = ConnectOptions::new(url);
-    if url.starts_with("postgres") {
-        options.max_lifetime(POSTGRES_CONNECTION_LIFETIME);
-    }
     options
         .max_connections(pool.max_connections)
         .min_connections(1)
@@ -55,13 +47,6 @@ pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection
         // per statement outside a transaction. A connection the server dropped fails its
         // next statement instead, which writes retry (see `tx::write`).
         .test_before_acquire(false)
-        // Statements are planned once per connection, not on every call: the one-statement
-        // add (`storage::adds`) took 0.6 ms to plan and about as long to run, and PostgreSQL
-        // kept planning it, its generic plan costing more on estimates of ten rows per array.
-        // A generic plan is made on the tables as they were; connections are renewed every
-        // minute so that no plan outlives their growth by long (autovacuum's ANALYZE, where
-        // it runs, also renews them).
-        .map_sqlx_postgres_opts(|postgres| postgres.options([("plan_cache_mode", "force_generic_plan")]))
         .map_sqlx_sqlite_opts(move |sqlite| {
             sqlite
                 .journal_mode(SqliteJournalMode::Wal)
@@ -69,13 +54,14 @@ pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 // An automatic checkpoint runs inside the commit that crosses 1,000 WAL
-                // pages, fsyncs included: 13% of the CPU of 1,000-permission adds (perf).
+                // pages, fsyncs included, which large adds would pay for; a background
+                // task checkpoints instead.
                 .pragma("wal_autocheckpoint", "0")
-                // The WAL file keeps its largest size unless told; 64 MiB after a burst.
+                // The WAL file keeps its largest size unless told.
                 .pragma("journal_size_limit", "67108864")
                 // Statement journals (a multi-row write inside a transaction keeps one
                 // so it can undo itself alone) in memory instead of in a temporary file:
-                // 10% of the CPU of 1,000-permission adds was writing that file (perf).
+                // large adds spent much of their time writing that file.
                 // Their size is that of the pages one statement changes, freed after it.
                 .pragma("temp_store", "memory")
         });
@@ -84,8 +70,8 @@ pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection
 
 /// The page cache of SQLite's writer connection, in KiB (SQLite's default is 2,000): a
 /// 1,000-permission add changes about a thousand pages of `grants.permission_id`'s index
-/// in a grown file, which a cache this size holds from one add to the next. 16 MiB was
-/// no faster and held 8 MiB more (BENCHMARKS.md, SQLite).
+/// in a grown file, which a cache this size holds from one add to the next; a larger one
+/// only held more memory.
 const SQLITE_WRITER_CACHE_KIB: u32 = 8 * 1024;
 
 /// Where write transactions begin: on PostgreSQL, `db` itself; on SQLite, one connection
@@ -130,11 +116,11 @@ pub(super) fn pool_limits(db: &DatabaseConnection) -> (u32, Duration) {
 
 /// Moves what the SQLite WAL holds into the database file every `interval`, until the
 /// task is dropped; does nothing on PostgreSQL. A first PASSIVE pass copies pages while
-/// writers go on; a second, holding this process's writer lock (see `tx::write`), copies
-/// what they added meanwhile, so the checkpoint is complete and the next writer starts
-/// the WAL over instead of growing it. When the last connection closes, SQLite
-/// checkpoints what is left.
-pub async fn checkpoint_sqlite_wal(db: DatabaseConnection, interval: Duration) {
+/// writers go on; a second, on the writer connection (see [`writer`]), so that no writer
+/// of this process runs meanwhile, copies what they added, so the checkpoint is complete
+/// and the next writer starts the WAL over instead of growing it. When the last
+/// connection closes, SQLite checkpoints what is left.
+pub async fn checkpoint_sqlite_wal(db: DatabaseConnection, writes: DatabaseConnection, interval: Duration) {
     if db.get_database_backend() != DatabaseBackend::Sqlite {
         return;
     }
@@ -143,8 +129,7 @@ pub async fn checkpoint_sqlite_wal(db: DatabaseConnection, interval: Duration) {
         tokio::time::sleep(interval).await;
         let checkpoint = async {
             db.execute(passive()).await?;
-            let _writer = SQLITE_WRITER.lock().await;
-            db.execute(passive()).await
+            writes.execute(passive()).await
         };
         if let Err(err) = checkpoint.await {
             tracing::warn!(error = %err, "SQLite WAL checkpoint failed; retrying at the next interval");
@@ -152,31 +137,22 @@ pub async fn checkpoint_sqlite_wal(db: DatabaseConnection, interval: Duration) {
     }
 }
 
-/// Applies every pending migration. On PostgreSQL they run in one transaction holding an
-/// advisory lock, so replicas starting together migrate once and the others wait.
+/// Applies every pending migration, all in one transaction (both databases' DDL is
+/// transactional: a migration that fails leaves nothing half done). On PostgreSQL it holds
+/// an advisory lock, so replicas starting together migrate once and the others wait.
 pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
-    match db.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            let tx = db.begin().await?;
-            lock_for_migration(&tx).await?;
-            Migrator::up(&tx, None).await?;
-            tx.commit().await
-        }
-        _ => Migrator::up(db, None).await,
-    }
+    let tx = db.begin().await?;
+    lock_for_migration(&tx).await?;
+    Migrator::up(&tx, None).await?;
+    tx.commit().await
 }
 
-/// Reverts the latest `steps` migrations (all when `None`).
+/// Reverts the latest `steps` migrations (all when `None`), as [`migrate_up`] applies them.
 pub async fn migrate_down(db: &DatabaseConnection, steps: Option<u32>) -> Result<(), DbErr> {
-    match db.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            let tx = db.begin().await?;
-            lock_for_migration(&tx).await?;
-            Migrator::down(&tx, steps).await?;
-            tx.commit().await
-        }
-        _ => Migrator::down(db, steps).await,
-    }
+    let tx = db.begin().await?;
+    lock_for_migration(&tx).await?;
+    Migrator::down(&tx, steps).await?;
+    tx.commit().await
 }
 
 /// Every known migration and whether it is applied.
@@ -186,6 +162,9 @@ pub async fn migrate_status(db: &DatabaseConnection) -> Result<Vec<(String, bool
 }
 
 async fn lock_for_migration(tx: &impl ConnectionTrait) -> Result<(), DbErr> {
+    if tx.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
     tx.execute(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         "SELECT pg_advisory_xact_lock($1)",

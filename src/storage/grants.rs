@@ -6,14 +6,14 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
-    Statement,
+    Statement, Value,
     sea_query::{Alias, Expr, IntoColumnRef, Query, SelectStatement, SimpleExpr},
 };
 use uuid::Uuid;
 
 use super::{
     entities::{grant, permission},
-    json_array, json_ids,
+    json_ids,
 };
 use crate::domain::{Result, model::Grant};
 
@@ -111,31 +111,6 @@ fn permission_id_listed(backend: DatabaseBackend, ids: &[Uuid]) -> Result<Simple
     })
 }
 
-/// [`insert`] and [`insert_sqlite`] on SQLite: granted at, then a JSON array of
-/// `[organization, user, resource type, resource id, granted by, [permission ids as 32
-/// hex digits]]`, inserted in array order. The MATERIALIZED target reads each target's
-/// fields from its JSON once, not once per permission (a 1,000-permission add took 400 ms
-/// instead of 40 that way). `WHERE true` tells SQLite's parser that ON CONFLICT belongs
-/// to the INSERT.
-pub const SQLITE_INSERT: &str = "WITH target AS MATERIALIZED (SELECT value ->> 0 AS organization_id, \
-      value ->> 1 AS user_id, value ->> 2 AS resource_type, value ->> 3 AS resource_id, value ->> 4 AS granted_by, \
-      value -> 5 AS listed FROM json_each(?2)) \
-    INSERT INTO grants \
-    (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
-    SELECT target.organization_id, target.user_id, target.resource_type, target.resource_id, unhex(listed.value), ?1, \
-      target.granted_by \
-    FROM target, json_each(target.listed) AS listed WHERE true \
-    ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
-    RETURNING organization_id, user_id, resource_type, resource_id, permission_id";
-
-/// Permissions to grant on one target, by one granter.
-#[derive(Debug, Clone, Copy)]
-pub struct NewGrants<'a> {
-    pub target: Target<'a>,
-    pub granted_by: &'a str,
-    pub permission_ids: &'a [Uuid],
-}
-
 /// Inserts one grant per permission in one statement, keeping rows that already exist;
 /// answers the permissions it inserted, in `permission_ids` order.
 ///
@@ -153,59 +128,40 @@ pub async fn insert(
         return Ok(Vec::new());
     }
     let backend = conn.get_database_backend();
-    let inserted: HashSet<Uuid> = match backend {
+    let fixed: [Value; 6] = [
+        target.organization_id.into(),
+        target.user_id.into(),
+        target.resource_type.into(),
+        target.resource_id.into(),
+        granted_at.into(),
+        granted_by.into(),
+    ];
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+    let (p, listed, ids) = match backend {
         DatabaseBackend::Postgres => {
-            let statement = Statement::from_sql_and_values(
-                backend,
-                "INSERT INTO grants \
-                 (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
-                 SELECT $1, $2, $3, $4, permission_id, $5, $6 FROM UNNEST($7::uuid[]) AS listed(permission_id) \
-                 ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
-                 RETURNING permission_id",
-                [
-                    target.organization_id.into(),
-                    target.user_id.into(),
-                    target.resource_type.into(),
-                    target.resource_id.into(),
-                    granted_at.into(),
-                    granted_by.into(),
-                    permission_ids.to_vec().into(),
-                ],
-            );
-            let rows = conn.query_all(statement).await?;
-            rows.iter().map(|row| row.try_get::<Uuid>("", "permission_id")).collect::<Result<_, _>>()?
+            ("$", "UNNEST($7::uuid[]) AS listed(permission_id)", permission_ids.to_vec().into())
         }
-        _ => insert_sqlite(conn, &[NewGrants { target, granted_by, permission_ids }], granted_at)
-            .await?
-            .into_iter()
-            .map(|key| key.permission_id)
-            .collect(),
+        _ => (
+            "?",
+            "(SELECT unhex(value) AS permission_id FROM json_each(?7)) AS listed",
+            json_ids(permission_ids)?.into(),
+        ),
     };
-    Ok(permission_ids.iter().copied().filter(|id| inserted.contains(id)).collect())
-}
-
-/// SQLite: inserts the grants of every batch in one statement ([`SQLITE_INSERT`]), in
-/// order, keeping rows that already exist; answers the keys it inserted. A grant listed
-/// twice is inserted once, by the first batch that lists it.
-pub async fn insert_sqlite(
-    conn: &impl ConnectionTrait,
-    batches: &[NewGrants<'_>],
-    granted_at: DateTime<Utc>,
-) -> Result<Vec<GrantKey>> {
-    let listed: Vec<_> = batches
-        .iter()
-        .map(|batch| {
-            let ids: Vec<String> = batch.permission_ids.iter().map(|id| id.simple().to_string()).collect();
-            let t = batch.target;
-            (t.organization_id, t.user_id, t.resource_type, t.resource_id, batch.granted_by, ids)
-        })
-        .collect();
     let statement = Statement::from_sql_and_values(
-        DatabaseBackend::Sqlite,
-        SQLITE_INSERT,
-        [granted_at.into(), json_array(&listed)?.into()],
+        backend,
+        format!(
+            "INSERT INTO grants \
+             (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
+             SELECT {p}1, {p}2, {p}3, {p}4, listed.permission_id, {p}5, {p}6 FROM {listed} WHERE true \
+             ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
+             RETURNING permission_id"
+        ),
+        fixed.into_iter().chain([ids]),
     );
-    Ok(GrantKey::find_by_statement(statement).all(conn).await?)
+    let rows = conn.query_all(statement).await?;
+    let inserted: HashSet<Uuid> =
+        rows.iter().map(|row| row.try_get::<Uuid>("", "permission_id")).collect::<Result<_, _>>()?;
+    Ok(permission_ids.iter().copied().filter(|id| inserted.contains(id)).collect())
 }
 
 /// Whether the selection holds any grant.
@@ -362,7 +318,9 @@ pub async fn holds_org_wide(
         .and_where(g(grant::Column::ResourceType).eq(crate::domain::ResourceType::ORGANIZATION))
         .and_where(g(grant::Column::ResourceId).eq(organization_id))
         .and_where(Expr::col((permission::Entity, permission::Column::Name)).is_in(names.iter().copied()))
-        .lock(sea_orm::sea_query::LockType::KeyShare)
+        // Only the grant rows: every write of a delegate reads the same catalog row, and
+        // share-locking it from every concurrent transaction would queue them on it.
+        .lock_with_tables(sea_orm::sea_query::LockType::KeyShare, [grant::Entity])
         .to_owned();
     let rows = GrantRow::find_by_statement(conn.get_database_backend().build(&query)).all(conn).await?;
     Ok(!rows.is_empty())

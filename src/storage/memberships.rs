@@ -1,15 +1,13 @@
 //! Membership rows. Grant writers lock a user's membership row, which serializes every
 //! change to that user's grants in that organization with their removal.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{OnConflict, Query},
 };
 
-use super::{Lock, entities::membership, json_array, lock};
+use super::{Lock, entities::membership, lock};
 use crate::domain::{Result, model::Membership};
 
 fn to_domain(row: membership::Model) -> Membership {
@@ -28,24 +26,6 @@ pub async fn lock(conn: &impl ConnectionTrait, organization_id: &str, user_id: &
         .column(membership::Column::UserId);
     let found = lock::apply(select, mode).into_tuple::<String>().one(conn).await?;
     Ok(found.is_some())
-}
-
-/// [`members_among_sqlite`]: a JSON array of `[organization, user]` pairs. CROSS JOIN
-/// keeps the pairs outside, so that each is one primary-key lookup.
-pub const SQLITE_MEMBERS_AMONG: &str = "SELECT m.organization_id, m.user_id \
-    FROM json_each(?1) AS listed CROSS JOIN memberships m \
-    ON m.organization_id = listed.value ->> 0 AND m.user_id = listed.value ->> 1";
-
-/// SQLite, inside a write transaction (which holds the whole database, so no row lock is
-/// needed): which of the `(organization, user)` pairs are memberships, in one statement.
-pub async fn members_among_sqlite(
-    conn: &impl ConnectionTrait,
-    pairs: &[(&str, &str)],
-) -> Result<HashSet<(String, String)>> {
-    let statement =
-        Statement::from_sql_and_values(DatabaseBackend::Sqlite, SQLITE_MEMBERS_AMONG, [json_array(pairs)?.into()]);
-    let rows = conn.query_all(statement).await?;
-    rows.iter().map(|row| Ok((row.try_get("", "organization_id")?, row.try_get("", "user_id")?))).collect()
 }
 
 /// Locks every membership of the organization, so no grant of its members changes
@@ -124,10 +104,12 @@ pub async fn list_by_organization(
     Ok(query.all(conn).await?.into_iter().map(to_domain).collect())
 }
 
-/// A page of the user's memberships ordered by organization id.
+/// A page of the user's memberships ordered by organization id, only in `within` when
+/// given.
 pub async fn list_by_user(
     conn: &impl ConnectionTrait,
     user_id: &str,
+    within: Option<&[String]>,
     after_organization: Option<&str>,
     limit: u64,
 ) -> Result<Vec<Membership>> {
@@ -135,6 +117,9 @@ pub async fn list_by_user(
         .filter(membership::Column::UserId.eq(user_id))
         .order_by_asc(membership::Column::OrganizationId)
         .limit(limit);
+    if let Some(organizations) = within {
+        query = query.filter(membership::Column::OrganizationId.is_in(organizations.iter().map(String::as_str)));
+    }
     if let Some(after) = after_organization {
         query = query.filter(membership::Column::OrganizationId.gt(after));
     }

@@ -1,18 +1,16 @@
 //! Persistence: sea-orm entities and set-based queries over SQLite or PostgreSQL.
 //!
 //! Query functions take any [`ConnectionTrait`] and never begin or commit: a use-case
-//! opens one transaction with [`tx::write`] and composes them inside it. The exception is
-//! [`adds`]: a whole add in one statement, its own transaction ([`tx::autocommit`]).
-//! sea-orm types stay in this module; callers see `domain` types.
+//! opens one transaction with [`tx::write`] and composes them inside it, and
+//! [`changes::sequence`] numbers its events in a transaction of its own once it has
+//! committed. sea-orm types stay in this module; callers see `domain` types.
 
-pub mod adds;
 pub mod changes;
 pub mod checks;
 mod connect;
 mod entities;
 mod error;
 pub mod grants;
-mod kept;
 mod lock;
 pub mod memberships;
 pub mod organizations;
@@ -21,11 +19,10 @@ pub mod revocations;
 pub mod tx;
 
 pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up, writer};
-pub use kept::{KeptConnections, PLAN_LIFETIME};
 pub use lock::Lock;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
-/// Told the text of each statement sent (see [`log_statements`] and [`KeptConnections`]).
+/// Told the text of each statement sent (see [`log_statements`]).
 pub type StatementLog = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Tells `log` the text of every statement `db` sends from now on.
@@ -38,11 +35,6 @@ pub fn log_statements(db: &mut DatabaseConnection, log: &StatementLog) {
 /// that opened it and is seen by that pool's connections only.
 pub fn is_in_memory(url: &str) -> bool {
     url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory"))
-}
-
-/// Whether `db` is an embedded SQLite database: one writer at a time.
-pub fn is_sqlite(db: &DatabaseConnection) -> bool {
-    ConnectionTrait::get_database_backend(db) == sea_orm::DatabaseBackend::Sqlite
 }
 
 /// A list as one SQLite parameter, for `json_each`: the statement text stays the same

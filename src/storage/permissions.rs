@@ -10,11 +10,17 @@ use super::{Lock, entities::permission, json_array, json_ids, lock};
 use crate::domain::{Result, model::Permission};
 
 fn to_domain(row: permission::Model) -> Permission {
-    Permission { id: row.id, name: row.name, description: row.description, created_at: row.created_at }
+    Permission {
+        id: row.id,
+        name: row.name,
+        description: row.description,
+        created_at: row.created_at,
+        built_in: row.built_in,
+    }
 }
 
 /// [`resolve`] on SQLite: the ids (as 32 hex digits) and the names, each a JSON array.
-pub const SQLITE_RESOLVE: &str = "SELECT id, name, description, created_at FROM permissions \
+const SQLITE_RESOLVE: &str = "SELECT id, name, description, created_at, built_in FROM permissions \
     WHERE id IN (SELECT unhex(value) FROM json_each(?1)) OR name IN (SELECT value FROM json_each(?2))";
 
 /// The catalog entries named by `ids` or `names`, share-locked so that they cannot be
@@ -28,13 +34,12 @@ pub async fn resolve(conn: &impl ConnectionTrait, ids: &[Uuid], names: &[&str]) 
         DatabaseBackend::Postgres => Statement::from_sql_and_values(
             backend,
             // Not `id = ANY($1) OR name = ANY($2)`: under a generic plan that filter
-            // compares every catalog row with every listed name (12 ms for 1,000 names
-            // over 1,000 permissions). Not `p.id IN (SELECT ...)` nor a join of the names
+            // compares every catalog row with every listed name. Not `p.id IN (SELECT ...)` nor a join of the names
             // with the catalog either: estimating ten rows per array, the generic plan
-            // read the whole catalog into a hash (1.1 ms over 3,400 permissions). LATERAL
+            // read the whole catalog into a hash. LATERAL
             // probes a key once per listed permission; the name's `LIMIT 1` (names are
             // unique) keeps PostgreSQL from flattening that probe back into such a join.
-            "SELECT p.id, p.name, p.description, p.created_at \
+            "SELECT p.id, p.name, p.description, p.created_at, p.built_in \
              FROM (SELECT wanted FROM unnest($1::uuid[]) AS wanted \
                UNION ALL SELECT named.id FROM unnest($2::text[]) AS wanted(name) \
                CROSS JOIN LATERAL (SELECT id FROM permissions WHERE name = wanted.name LIMIT 1) named) AS listed(id) \
@@ -75,11 +80,11 @@ pub async fn find_by_name(conn: &impl ConnectionTrait, name: &str) -> Result<Opt
     Ok(row.map(to_domain))
 }
 
-/// Whether the permission exists, locked against concurrent grants until the end of the
-/// transaction.
-pub async fn lock_for_delete(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool> {
-    let select = permission::Entity::find_by_id(id).select_only().column(permission::Column::Id);
-    Ok(lock::apply(select, Lock::Update).into_tuple::<Uuid>().one(conn).await?.is_some())
+/// Whether the permission is built in; none when it does not exist. Locked against
+/// concurrent grants until the end of the transaction.
+pub async fn lock_for_delete(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<bool>> {
+    let select = permission::Entity::find_by_id(id).select_only().column(permission::Column::BuiltIn);
+    Ok(lock::apply(select, Lock::Update).into_tuple::<bool>().one(conn).await?)
 }
 
 pub async fn delete(conn: &impl ConnectionTrait, id: Uuid) -> Result<()> {

@@ -9,7 +9,6 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use rand::Rng;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
-use tokio::sync::Mutex;
 
 use super::{changes, connect::pool_limits, error::is_broken_connection};
 use crate::domain::{Error, Result};
@@ -28,22 +27,6 @@ where
     retry(db, || attempt_once(db, &body)).await
 }
 
-/// Runs one statement outside any transaction (PostgreSQL makes it one), retrying as
-/// [`write`] does. Only for statements that can safely run again after a connection
-/// broke while they ran.
-pub async fn autocommit<T, F, Fut>(db: &DatabaseConnection, statement: F) -> Result<T>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = std::result::Result<T, DbErr>>,
-{
-    retry(db, || async {
-        statement().await.map_err(|err| {
-            if is_broken_connection(&err) { Failure::BrokenConnection(err.into()) } else { Failure::Body(err.into()) }
-        })
-    })
-    .await
-}
-
 async fn retry<T, A, Fut>(db: &DatabaseConnection, attempt_once: A) -> Result<T>
 where
     A: Fn() -> Fut,
@@ -56,8 +39,7 @@ where
         match attempt_once().await {
             Ok(value) => return Ok(value),
             Err(Failure::BrokenConnection(err)) if broken_left > 0 => {
-                // Nothing was sent for the request yet (or, for `autocommit`, running the
-                // statement again is safe), so another attempt is; sqlx drops the broken
+                // Nothing was sent for the request yet, so another attempt is safe; sqlx drops the broken
                 // connection. Pooled connections are not pinged before use, so one the
                 // server has closed fails here. Not an attempt: the next connection may be
                 // as old, and a new one is opened once they are gone.
@@ -82,9 +64,6 @@ where
     }
 }
 
-/// This process's SQLite writers, one at a time (and the WAL checkpoint's second pass).
-pub(super) static SQLITE_WRITER: Mutex<()> = Mutex::const_new(());
-
 /// Where an attempt failed: at BEGIN on a connection that turned out broken, at BEGIN
 /// otherwise (no connection to be had), or once the transaction had started.
 enum Failure {
@@ -101,13 +80,6 @@ async fn attempt_once<T, F>(db: &DatabaseConnection, body: &F) -> Result<T, Fail
 where
     F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
 {
-    // SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
-    // steps of up to 100 ms before trying again; queueing this process's writers here
-    // instead hands the lock straight to the next one.
-    let _writer = match db.get_database_backend() {
-        DatabaseBackend::Sqlite => Some(SQLITE_WRITER.lock().await),
-        _ => None,
-    };
     let tx = db.begin().await.map_err(begin_failure)?;
     let run = async {
         if tx.get_database_backend() == DatabaseBackend::Sqlite {

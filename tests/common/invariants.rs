@@ -21,6 +21,19 @@
 //!   error while the process was killed: then it is counted, not judged);
 //! * no event carries a request id the test did not send (seeding uses `seed-` ids).
 //!
+//! [`evaluate`] answers the violations instead of panicking, for a caller that waits for
+//! a database to settle (after a SIGKILL) before it judges. Two further checks, of tests
+//! that inject faults (tests/under_fire.rs):
+//!
+//! * [`lost_writes`]: what every write answered OK did (grants added and removed,
+//!   members added and removed) holds in the final tables, unless a later event of the
+//!   log, written by a call that was answered OK or whose outcome is unknown, undid it;
+//! * [`check_reads`]: a read sent right after a write was answered, to another process,
+//!   with `at_least_revision` = the write's revision ([`ReadProbe`]) answered (no
+//!   REVISION_AHEAD), at a revision no lower; a CheckPermission answer equals what the
+//!   log replayed up to the revision it reports says, and a ListUserPermissions answer
+//!   shows the write unless a later event undid it.
+//!
 //! Included with `#[path = "common/invariants.rs"] mod invariants;` next to `mod common;`.
 
 #![allow(dead_code)]
@@ -294,6 +307,24 @@ fn grant_key(change: &pb::Change) -> GrantKey {
 
 /// Checks every invariant; panics listing (up to 40) violations.
 pub fn check(snapshot: &Snapshot, calls: &[CallRecord], policy: &Policy) -> Report {
+    let (report, violations) = evaluate(snapshot, calls, policy);
+    fail_on(&violations);
+    report
+}
+
+/// Panics listing (up to 40) violations, if there are any.
+pub fn fail_on(violations: &[String]) {
+    if !violations.is_empty() {
+        let mut text = format!("{} invariant violations:\n", violations.len());
+        for violation in violations.iter().take(40) {
+            let _ = writeln!(text, "  {violation}");
+        }
+        panic!("{text}");
+    }
+}
+
+/// The checks of [`check`], answering the violations instead of panicking.
+pub fn evaluate(snapshot: &Snapshot, calls: &[CallRecord], policy: &Policy) -> (Report, Vec<String>) {
     let mut violations: Vec<String> = Vec::new();
     let mut report = Report {
         events: snapshot.changes.len(),
@@ -487,14 +518,7 @@ pub fn check(snapshot: &Snapshot, calls: &[CallRecord], policy: &Policy) -> Repo
         }
     }
 
-    if !violations.is_empty() {
-        let mut text = format!("{} invariant violations:\n", violations.len());
-        for violation in violations.iter().take(40) {
-            let _ = writeln!(text, "  {violation}");
-        }
-        panic!("{text}");
-    }
-    report
+    (report, violations)
 }
 
 /// Whether a changed write's events are exactly what its answer reported.
@@ -558,4 +582,270 @@ fn diff<T: Ord + std::fmt::Debug>(
     for extra in replayed.difference(table).take(10) {
         violations.push(format!("{what}: {extra:?} follows from the change log but is not in the table"));
     }
+}
+
+/// What a write answered OK established about one grant or membership: held, or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fact {
+    Grant(GrantKey, bool),
+    Member(MemberKey, bool),
+}
+
+impl Effect {
+    /// What holds once the write is done. RemoveResourcePermissions answers counts only,
+    /// so it establishes nothing checkable here.
+    fn facts(&self) -> Vec<Fact> {
+        let grant = |org: &str, user: &str, resource: &(String, String), permission: &str| {
+            (org.to_owned(), user.to_owned(), resource.0.clone(), resource.1.clone(), permission.to_lowercase())
+        };
+        match self {
+            Effect::PermissionsAdded { org, user, resource, added } => {
+                added.iter().map(|p| Fact::Grant(grant(org, user, resource, p), true)).collect()
+            }
+            Effect::PermissionsRemoved { org, user, resource, removed } => {
+                removed.iter().map(|p| Fact::Grant(grant(org, user, resource, p), false)).collect()
+            }
+            Effect::UserAdded { org, user, .. } => vec![Fact::Member((org.clone(), user.clone()), true)],
+            Effect::UserRemoved { org, user, .. } => vec![Fact::Member((org.clone(), user.clone()), false)],
+            Effect::ResourcePermissionsRemoved { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Per grant and per membership, the log's events on it: (revision, held after it,
+/// request id), in revision order.
+struct History<'a> {
+    grants: HashMap<GrantKey, Vec<(u64, bool, &'a str)>>,
+    members: HashMap<MemberKey, Vec<(u64, bool, &'a str)>>,
+}
+
+impl<'a> History<'a> {
+    fn of(changes: &'a [pb::Change]) -> Self {
+        let mut history = History { grants: HashMap::new(), members: HashMap::new() };
+        for change in changes {
+            let id = change.request_id.as_str();
+            let member = || (change.organization_id.clone(), change.user_id.clone());
+            match kind(change) {
+                ChangeKind::GrantAdded | ChangeKind::GrantRemoved => {
+                    let held = kind(change) == ChangeKind::GrantAdded;
+                    history.grants.entry(grant_key(change)).or_default().push((change.revision, held, id));
+                }
+                ChangeKind::MemberAdded | ChangeKind::MemberRemoved => {
+                    let held = kind(change) == ChangeKind::MemberAdded;
+                    history.members.entry(member()).or_default().push((change.revision, held, id));
+                }
+                _ => {}
+            }
+        }
+        history
+    }
+
+    /// The first event after `revision` that made `fact` false, written by a request
+    /// `may_undo` accepts.
+    fn undone_after(&self, fact: &Fact, revision: u64, may_undo: impl Fn(&str) -> bool) -> Option<(u64, &'a str)> {
+        let (events, held) = match fact {
+            Fact::Grant(key, held) => (self.grants.get(key), *held),
+            Fact::Member(key, held) => (self.members.get(key), *held),
+        };
+        events?.iter().find(|(rev, now, id)| *rev > revision && *now != held && may_undo(id)).map(|e| (e.0, e.2))
+    }
+}
+
+/// What [`lost_writes`] saw.
+#[derive(Debug, Default)]
+pub struct Durability {
+    /// Grants and memberships that writes answered OK added or removed.
+    pub facts: usize,
+    /// Of those, how many the final tables still show as the write left them.
+    pub as_written: usize,
+    /// And how many a later event undid (a later add, removal, member removal...).
+    pub undone_later: usize,
+}
+
+/// Zero lost acknowledged writes: every grant a write answered OK added is in the final
+/// grants table, every grant it removed is not, every member it added is in the
+/// memberships table and every member it removed is not, unless a later event of the log
+/// undid it, written by a request the test sent and was answered OK or whose outcome is
+/// unknown under `policy` (or by the seeding).
+pub fn lost_writes(snapshot: &Snapshot, calls: &[CallRecord], policy: &Policy) -> (Durability, Vec<String>) {
+    let history = History::of(&snapshot.changes);
+    let may_undo: HashMap<&str, bool> = calls
+        .iter()
+        .map(|c| {
+            let counts = match &c.outcome {
+                Ok(_) => true,
+                Err((code, _)) => policy.ambiguous.contains(code),
+            };
+            (c.request_id.as_str(), counts)
+        })
+        .collect();
+    let may_undo = |id: &str| id.starts_with("seed-") || may_undo.get(id).copied().unwrap_or(false);
+    let mut durability = Durability::default();
+    let mut violations = Vec::new();
+    for call in calls {
+        let Ok((revision, effect)) = &call.outcome else { continue };
+        for fact in effect.facts() {
+            durability.facts += 1;
+            let (now, wanted) = match &fact {
+                Fact::Grant(key, held) => (snapshot.grants.contains(key), *held),
+                Fact::Member(key, held) => (snapshot.members.contains(key), *held),
+            };
+            if now == wanted {
+                durability.as_written += 1;
+            } else if history.undone_after(&fact, *revision, may_undo).is_some() {
+                durability.undone_later += 1;
+            } else {
+                violations.push(format!(
+                    "lost acknowledged write: {} {} answered OK at revision {revision}, leaving {fact:?}, but the \
+                     final table says the opposite and no later event of an acknowledged or unknown call undid it",
+                    call.rpc, call.request_id
+                ));
+            }
+        }
+    }
+    (durability, violations)
+}
+
+/// What a read right after a write saw.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    /// CheckPermission: allowed or not, at the revision the answer reports.
+    Check { allowed: bool, revision: u64 },
+    /// ListUserPermissions of (org, user): whether the grant asked about was listed.
+    Listed { held: bool },
+}
+
+/// A read sent as soon as a write was answered OK, to another process than the write's
+/// when there is one, with `at_least_revision` = the revision the write answered.
+#[derive(Debug, Clone)]
+pub struct ReadProbe {
+    /// The request id of the write.
+    pub after: String,
+    /// "CheckPermission" or "ListUserPermissions".
+    pub rpc: &'static str,
+    /// The write's revision, sent as `at_least_revision`.
+    pub at_least: u64,
+    /// The process the read went to, and the write's.
+    pub process: usize,
+    pub write_process: usize,
+    /// The grant asked about (CheckPermission: on that resource or org-wide).
+    pub asked: GrantKey,
+    /// What the write established about `asked`: held, not held, or nothing.
+    pub fact: Option<bool>,
+    pub outcome: Result<Seen, (Code, String)>,
+}
+
+/// What [`check_reads`] saw.
+#[derive(Debug, Default)]
+pub struct ReadReport {
+    pub probes: usize,
+    pub checks: usize,
+    pub lists: usize,
+    /// Reads on another process than their write's.
+    pub elsewhere: usize,
+    /// Reads that failed with an ambiguous code (their process was down).
+    pub unknown: usize,
+    /// Reads of a grant the write had just added or removed that showed it so, and those
+    /// that did not because a later write had undone it.
+    pub showed_the_write: usize,
+    pub undone_before_the_read: usize,
+    /// Highest (answered revision - the write's revision) of a CheckPermission.
+    pub max_revisions_ahead: u64,
+}
+
+/// Every write answered OK is readable at once, elsewhere: each [`ReadProbe`] answered
+/// OK (never FAILED_PRECONDITION / REVISION_AHEAD; ambiguous codes, a process down, are
+/// counted), CheckPermission at a revision at least the write's and equal to what the
+/// log replayed up to that revision or a later one says (so it shows the write unless a
+/// later event undid it), ListUserPermissions showing the write unless a later
+/// event undid it.
+pub fn check_reads(snapshot: &Snapshot, probes: &[ReadProbe], policy: &Policy) -> (ReadReport, Vec<String>) {
+    let history = History::of(&snapshot.changes);
+    let mut report = ReadReport { probes: probes.len(), ..ReadReport::default() };
+    let mut violations = Vec::new();
+    let mut checks: Vec<(u64, bool, &ReadProbe)> = Vec::new();
+    for probe in probes {
+        let what = format!(
+            "{} of {:?} on process {} after {} (process {}) answered revision {}",
+            probe.rpc, probe.asked, probe.process, probe.after, probe.write_process, probe.at_least
+        );
+        report.elsewhere += usize::from(probe.process != probe.write_process);
+        match &probe.outcome {
+            Err((code, _)) if policy.ambiguous.contains(code) => report.unknown += 1,
+            Err((code, message)) => {
+                violations.push(format!("{what}: failed with {code:?} ({message})"));
+            }
+            Ok(Seen::Check { allowed, revision }) => {
+                report.checks += 1;
+                if *revision < probe.at_least || *revision > snapshot.latest_revision {
+                    violations
+                        .push(format!("{what}: answered at revision {revision} (latest {})", snapshot.latest_revision));
+                    continue;
+                }
+                checks.push((*revision, *allowed, probe));
+            }
+            Ok(Seen::Listed { held }) => {
+                report.lists += 1;
+                let Some(fact) = probe.fact else { continue };
+                if *held == fact {
+                    report.showed_the_write += 1;
+                } else if history
+                    .undone_after(&Fact::Grant(probe.asked.clone(), fact), probe.at_least, |_| true)
+                    .is_some()
+                {
+                    report.undone_before_the_read += 1;
+                } else {
+                    violations.push(format!(
+                        "{what}: listed the grant as held={held}, which the write had made {fact}, and no later \
+                         event changed it"
+                    ));
+                }
+            }
+        }
+    }
+
+    // CheckPermission reads the latest committed grants and the latest revision given in
+    // one snapshot; writes that committed but wait to be numbered are in the grants and
+    // not yet in the revision. So an answer at revision R reflects the log replayed to R
+    // or to a later revision (writes of one user's grants are numbered in the order they
+    // committed: they take that user's membership lock).
+    let held_at = |key: &GrantKey, at: u64| {
+        history
+            .grants
+            .get(key)
+            .and_then(|events| events.iter().rev().find(|(rev, _, _)| *rev <= at))
+            .is_some_and(|(_, held, _)| *held)
+    };
+    for (revision, allowed, probe) in checks {
+        let (org, user, _, _, permission) = &probe.asked;
+        let org_wide = (org.clone(), user.clone(), "organization".to_owned(), org.clone(), permission.clone());
+        let allowed_at = |at: u64| held_at(&probe.asked, at) || held_at(&org_wide, at);
+        let later: Vec<u64> = [&probe.asked, &org_wide]
+            .iter()
+            .filter_map(|key| history.grants.get(*key))
+            .flatten()
+            .map(|(rev, _, _)| *rev)
+            .filter(|rev| *rev > revision)
+            .collect();
+        let seen_at = std::iter::once(revision).chain(later.iter().copied()).find(|at| allowed_at(*at) == allowed);
+        match seen_at {
+            None => violations.push(format!(
+                "CheckPermission of {:?} on process {} after {} (process {}, revision {}) answered allowed={allowed} \
+                 at revision {revision}, but the log replayed to {revision} or any later revision says otherwise \
+                 (later events on it: {later:?})",
+                probe.asked, probe.process, probe.after, probe.write_process, probe.at_least
+            )),
+            Some(at) => {
+                report.max_revisions_ahead = report.max_revisions_ahead.max(at - probe.at_least);
+                if let Some(fact) = probe.fact {
+                    if held_at(&probe.asked, at) == fact {
+                        report.showed_the_write += 1;
+                    } else {
+                        report.undone_before_the_read += 1;
+                    }
+                }
+            }
+        }
+    }
+    (report, violations)
 }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::{
     hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
     net::SocketAddr,
@@ -289,6 +291,20 @@ impl TestServer {
         row.try_get::<i64>("", "n").expect("count")
     }
 
+    /// Up to 1,000 changes after `revision`, as ListChanges answers them.
+    pub async fn list_changes(&self, revision: u64) -> Vec<pb::Change> {
+        self.audit()
+            .list_changes(pb::ListChangesRequest {
+                after_revision: revision,
+                organization_id: String::new(),
+                page_size: 1000,
+            })
+            .await
+            .expect("list changes")
+            .into_inner()
+            .changes
+    }
+
     /// The latest committed revision, as ListChanges reports it.
     pub async fn latest_revision(&self) -> u64 {
         self.audit()
@@ -405,6 +421,23 @@ pub async fn create_permission(server: &TestServer, name: &str) -> String {
         .create_permission(pb::CreatePermissionRequest { name: name.to_owned(), description: String::new() })
         .await
         .expect("create permission")
+        .into_inner()
+        .permission
+        .expect("permission")
+        .id
+}
+
+/// The rights built into every catalog (`edit_org_users`, `view_org_users`).
+pub const BUILT_IN_PERMISSIONS: i64 = 2;
+
+/// The id of a catalog permission, by name (a built-in one, say).
+pub async fn permission_id(server: &TestServer, name: &str) -> String {
+    let by_name = pb::get_permission_request::Permission::Name(name.to_owned());
+    server
+        .directory()
+        .get_permission(pb::GetPermissionRequest { permission: Some(by_name) })
+        .await
+        .expect("get permission")
         .into_inner()
         .permission
         .expect("permission")

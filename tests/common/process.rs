@@ -1,14 +1,15 @@
 //! Real `grantd serve` processes for the stress and fault tests: a guard that kills its
-//! child on drop (and prints the end of the child's log when the test panicked), fresh
-//! PostgreSQL databases, admin clients with per-call request ids, and health checks.
+//! child on drop (and prints the end of the child's log when the test panicked), a
+//! restart on the same address after a SIGKILL, fresh PostgreSQL databases, clients
+//! acting as an administrator or as a user, per-call request ids, and health checks.
 //!
 //! Included with `#[path = "common/process.rs"] mod process;` next to `mod common;`.
 
 #![allow(dead_code)]
 
 use std::{
-    fs,
-    io::{Read, Seek, SeekFrom},
+    fs::{self, OpenOptions},
+    io::{Read, Seek, SeekFrom, Write as _},
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -113,6 +114,8 @@ pub struct Grantd {
     pub log: PathBuf,
     pub label: String,
     exit: Option<ExitStatus>,
+    /// What `serve` got after `--listen`, for [`Grantd::respawn`].
+    args: Vec<std::ffi::OsString>,
     _log_dir: tempfile::TempDir,
 }
 
@@ -124,24 +127,44 @@ impl Grantd {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
         let log_dir = tempfile::tempdir().expect("temp dir");
         let log = log_dir.path().join(format!("{label}.log"));
-        let out = fs::File::create(&log).expect("log file");
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--database-url".into(), database_url.into(), "--jwt-hs256-secret-file".into(), (&secret.path).into()];
+        args.extend(extra_args.iter().map(Into::into));
+        let mut process = Self { child: None, addr, log, label: label.to_owned(), exit: None, args, _log_dir: log_dir };
+        process.child = Some(process.command().spawn().expect("spawn grantd"));
+        process
+    }
+
+    /// `grantd serve` on this process's address, its output appended to the log.
+    fn command(&self) -> Command {
+        let out = OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let err = out.try_clone().expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_grantd"));
         command
             .arg("serve")
-            .args(["--listen", &addr.to_string()])
-            .args(["--database-url", database_url])
-            .arg("--jwt-hs256-secret-file")
-            .arg(&secret.path)
-            .args(extra_args)
+            .args(["--listen", &self.addr.to_string()])
+            .args(&self.args)
             .env_remove("GRANTD_INSECURE_NO_AUTH")
             .env("RUST_LOG", std::env::var("GRANTD_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
-        let child = command.spawn().expect("spawn grantd");
-        Self { child: Some(child), addr, log, label: label.to_owned(), exit: None, _log_dir: log_dir }
+        command
+    }
+
+    /// Starts the process again, on the same address and with the same arguments, once
+    /// it has exited (after [`Grantd::kill`], say), without waiting for it to be ready.
+    /// Clients' channels to the address reconnect on their next call.
+    pub fn respawn(&mut self) {
+        assert!(self.try_exit().is_some(), "grantd {} must have exited before it is started again", self.label);
+        let _ = writeln!(
+            OpenOptions::new().append(true).open(&self.log).expect("log file"),
+            "---- grantd {} started again ----",
+            self.label
+        );
+        self.child = Some(self.command().spawn().expect("spawn grantd again"));
+        self.exit = None;
     }
 
     /// Spawns and waits until health answers SERVING.
@@ -257,7 +280,7 @@ pub fn endpoint(addr: SocketAddr) -> Endpoint {
         .tcp_nodelay(true)
 }
 
-/// Admin clients over one channel.
+/// Clients over one channel, all carrying one caller's token.
 #[derive(Clone)]
 pub struct Clients {
     pub grants: GrantServiceClient<Authed>,
@@ -266,8 +289,19 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Acting as the administrator ([`ADMIN`], with the admin scope).
     pub fn admin(channel: Channel) -> Self {
-        let authed = InterceptedService::new(channel, Bearer::new(&token(ADMIN, true)));
+        Self::with_token(channel, &token(ADMIN, true))
+    }
+
+    /// Acting as `subject`, without the admin scope: the server decides from the
+    /// subject's own grants what it may do.
+    pub fn user(channel: Channel, subject: &str) -> Self {
+        Self::with_token(channel, &token(subject, false))
+    }
+
+    fn with_token(channel: Channel, token: &str) -> Self {
+        let authed = InterceptedService::new(channel, Bearer::new(token));
         Self {
             grants: GrantServiceClient::new(authed.clone())
                 .max_encoding_message_size(64 * 1024 * 1024)

@@ -2,7 +2,9 @@
 //! a small fixture of organizations, permissions and users, and random
 //! AddUserPermissions / RemoveUserPermissions / RemoveResourcePermissions /
 //! RemoveUserFromOrganization / AddUserToOrganization calls on it, each recorded as a
-//! [`CallRecord`] with a unique `x-request-id`.
+//! [`CallRecord`] with a unique `x-request-id`; delegates, users who may make those calls
+//! without being administrators ([`delegate`]); and the read that follows a write
+//! answered OK ([`read_after`], a [`ReadProbe`]).
 //!
 //! Included with `#[path = "common/workload.rs"] mod workload;` next to `mod common;`,
 //! `mod process;` and `mod invariants;`.
@@ -15,9 +17,35 @@ use grantd::api::pb;
 use rand::{Rng, rngs::StdRng, seq::IndexedRandom};
 
 use crate::{
-    invariants::{CallRecord, Effect},
+    invariants::{CallRecord, Effect, GrantKey, ReadProbe, Seen},
     process::{Clients, request},
 };
+
+/// The size of a run, from `{PREFIX}_OPS`, `{PREFIX}_CLIENTS`, `{PREFIX}_TIME_CAP_SECS` and
+/// `{PREFIX}_SEED` where set (a random seed otherwise, printed by the caller).
+pub struct Settings {
+    pub ops: usize,
+    pub clients: usize,
+    pub cap: Duration,
+    pub seed: u64,
+}
+
+impl Settings {
+    pub fn from_env(prefix: &str, ops: usize, clients: usize, cap_secs: u64, min_clients: usize) -> Self {
+        let number = |name: &str, default: u64| {
+            let name = format!("{prefix}_{name}");
+            std::env::var(&name)
+                .ok()
+                .map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
+        };
+        Settings {
+            ops: number("OPS", ops as u64) as usize,
+            clients: (number("CLIENTS", clients as u64) as usize).max(min_clients),
+            cap: Duration::from_secs(number("TIME_CAP_SECS", cap_secs)),
+            seed: std::env::var(format!("{prefix}_SEED")).ok().map_or_else(rand::random, |v| v.parse().expect("seed")),
+        }
+    }
+}
 
 /// The deadline of one call: far above any legitimate wait, so a hang shows as an error.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +58,10 @@ pub struct Fixture {
     /// (id, name)
     pub permissions: Vec<(String, String)>,
     pub resources: Vec<(String, String)>,
+    /// Whether RemoveResourcePermissions for all users may name an organization itself,
+    /// which revokes every org-wide grant there, a delegate's rights included (see
+    /// [`delegate`]).
+    pub revoke_org_wide_of_all: bool,
 }
 
 /// Seeds `orgs` organizations, `permissions` permissions and `users` users who are
@@ -82,7 +114,59 @@ pub async fn seed(clients: &Clients, tag: &str, orgs: usize, permissions: usize,
         ("folder".to_owned(), "f2".to_owned()),
         ("document".to_owned(), "d1".to_owned()),
     ];
-    Fixture { orgs, users, permissions: created, resources }
+    Fixture { orgs, users, permissions: created, resources, revoke_org_wide_of_all: true }
+}
+
+/// The catalog permission that lets a caller change an organization's users.
+pub const EDIT_ORG_USERS: &str = "edit_org_users";
+
+/// Makes `subject` (not one of the fixture's users, whom the workload removes) a delegate
+/// in every organization of the fixture: a member holding `edit_org_users` (built into
+/// the catalog) org-wide and, org-wide too, every permission of the fixture, since a
+/// caller who is not an administrator may grant only permissions it holds itself there.
+/// Every call has a `seed-` request id. Delegates keep their rights only while nothing
+/// revokes org-wide grants of all users: clear [`Fixture::revoke_org_wide_of_all`].
+pub async fn delegate(clients: &Clients, fixture: &Fixture, subject: &str) {
+    let mut directory = clients.directory.clone();
+    let mut grants = clients.grants.clone();
+    let by_name = pb::get_permission_request::Permission::Name(EDIT_ORG_USERS.to_owned());
+    let lookup = pb::GetPermissionRequest { permission: Some(by_name) };
+    let edit = directory
+        .get_permission(request(lookup, &format!("seed-get-edit-{subject}"), CALL_TIMEOUT))
+        .await
+        .expect("GetPermission edit_org_users, built in")
+        .into_inner()
+        .permission
+        .expect("permission")
+        .id;
+    let mut held: Vec<String> = fixture.permissions.iter().map(|(id, _)| id.clone()).collect();
+    held.push(edit);
+    for org in &fixture.orgs {
+        directory
+            .add_user_to_organization(request(
+                pb::AddUserToOrganizationRequest { organization_id: org.clone(), user_id: subject.to_owned() },
+                &format!("seed-{org}-{subject}"),
+                CALL_TIMEOUT,
+            ))
+            .await
+            .expect("seed delegate membership");
+        let added = grants
+            .add_user_permissions(request(
+                pb::AddUserPermissionsRequest {
+                    organization_id: org.clone(),
+                    user_id: subject.to_owned(),
+                    permission_ids: held.clone(),
+                    permission_names: Vec::new(),
+                    resource: Some(pb::Resource { r#type: "organization".to_owned(), id: org.clone() }),
+                },
+                &format!("seed-rights-{org}-{subject}"),
+                CALL_TIMEOUT,
+            ))
+            .await
+            .expect("seed delegate rights")
+            .into_inner();
+        assert_eq!(added.added.len() + added.already_held.len(), held.len(), "delegate {subject} in {org}");
+    }
 }
 
 impl Fixture {
@@ -173,7 +257,12 @@ pub async fn random_op(
         let mut resources = Vec::new();
         for _ in 0..count {
             let org = fixture.orgs.choose(rng).expect("orgs").clone();
-            let (_, (kind, id)) = fixture.resource(rng, &org);
+            let (_, (kind, id)) = loop {
+                let resource = fixture.resource(rng, &org);
+                if !all_users || fixture.revoke_org_wide_of_all || resource.1.0 != "organization" {
+                    break resource;
+                }
+            };
             let organization_id = if kind == "organization" && rng.random_bool(0.5) { String::new() } else { org };
             resources.push(pb::OrganizationResource { r#type: kind, id, organization_id });
         }
@@ -311,4 +400,114 @@ pub async fn add_member(
             })
             .map_err(|status| (status.code(), status.message().to_owned())),
     }
+}
+
+/// What a read right after `effect` should ask about: the first grant the write added or
+/// removed, with what the write made of it, or else (nothing added or removed, a member
+/// added or removed, resources revoked) any permission of the fixture on the write's
+/// organization, user and resource (org-wide after member changes; anywhere after
+/// RemoveResourcePermissions, whose answer names no user).
+pub fn probe_target(effect: &Effect, fixture: &Fixture, rng: &mut StdRng) -> (GrantKey, Option<bool>) {
+    let any = |rng: &mut StdRng| fixture.permissions.choose(rng).expect("permissions").0.clone();
+    let key = |org: &str, user: &str, resource: &(String, String), permission: String| {
+        (org.to_owned(), user.to_owned(), resource.0.clone(), resource.1.clone(), permission.to_lowercase())
+    };
+    match effect {
+        Effect::PermissionsAdded { org, user, resource, added: changed }
+        | Effect::PermissionsRemoved { org, user, resource, removed: changed } => {
+            let held = matches!(effect, Effect::PermissionsAdded { .. });
+            match changed.first() {
+                Some(permission) => (key(org, user, resource, permission.clone()), Some(held)),
+                None => (key(org, user, resource, any(rng)), None),
+            }
+        }
+        Effect::UserAdded { org, user, .. } => (key(org, user, &("organization".into(), org.clone()), any(rng)), None),
+        Effect::UserRemoved { org, user, .. } => {
+            (key(org, user, &("organization".into(), org.clone()), any(rng)), Some(false))
+        }
+        Effect::ResourcePermissionsRemoved { .. } => {
+            let org = fixture.orgs.choose(rng).expect("orgs").clone();
+            let user = fixture.users.choose(rng).expect("users").clone();
+            let (_, resource) = fixture.resource(rng, &org);
+            (key(&org, &user, &resource, any(rng)), None)
+        }
+    }
+}
+
+/// Reads what `write` (answered OK) did, with `at_least_revision` = its revision: with
+/// CheckPermission, or ListUserPermissions when `list`, on the process after the write's
+/// (the write's own when there is only one); when that read fails with UNAVAILABLE or a
+/// transport error (the process is down), once more on the next process that is not the
+/// write's, if any.
+pub async fn read_after(
+    readers: &mut [Clients],
+    write: &CallRecord,
+    fixture: &Fixture,
+    rng: &mut StdRng,
+    list: bool,
+    request_id: &str,
+) -> Option<ReadProbe> {
+    let Ok((revision, effect)) = &write.outcome else { return None };
+    let (asked, fact) = probe_target(effect, fixture, rng);
+    let count = readers.len();
+    let mut processes: Vec<usize> = (1..count).map(|step| (write.process + step) % count).take(2).collect();
+    if processes.is_empty() {
+        processes.push(write.process);
+    }
+    let mut probe = None;
+    for (attempt, process) in processes.into_iter().enumerate() {
+        let id = format!("{request_id}-{attempt}");
+        let outcome = read(&mut readers[process], &asked, *revision, list, &id).await;
+        let down =
+            matches!(&outcome, Err((code, _)) if matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown));
+        probe = Some(ReadProbe {
+            after: write.request_id.clone(),
+            rpc: if list { "ListUserPermissions" } else { "CheckPermission" },
+            at_least: *revision,
+            process,
+            write_process: write.process,
+            asked: asked.clone(),
+            fact,
+            outcome,
+        });
+        if !down {
+            break;
+        }
+    }
+    probe
+}
+
+async fn read(
+    clients: &mut Clients,
+    asked: &GrantKey,
+    at_least_revision: u64,
+    list: bool,
+    request_id: &str,
+) -> Result<Seen, (tonic::Code, String)> {
+    let (org, user, kind, id, permission) = asked.clone();
+    let failed = |status: tonic::Status| (status.code(), status.message().to_owned());
+    if list {
+        let message = pb::ListUserPermissionsRequest {
+            organization_id: org,
+            user_id: user,
+            resource: None,
+            page_size: 1000,
+            page_token: String::new(),
+            at_least_revision,
+        };
+        let page = clients.grants.list_user_permissions(request(message, request_id, CALL_TIMEOUT)).await;
+        let page = page.map_err(failed)?.into_inner();
+        assert!(page.next_page_token.is_empty(), "the fixture's grants of one user fit one page");
+        let held = page.grants.iter().any(|grant| {
+            let resource = grant.resource.clone().unwrap_or_default();
+            (resource.r#type.as_str(), resource.id.as_str(), grant.permission_id.to_lowercase())
+                == (kind.as_str(), id.as_str(), permission.clone())
+        });
+        return Ok(Seen::Listed { held });
+    }
+    let mut message = check_request(&org, &user, &permission, (kind, id));
+    message.at_least_revision = at_least_revision;
+    let answer = clients.grants.check_permission(request(message, request_id, CALL_TIMEOUT)).await;
+    let answer = answer.map_err(failed)?.into_inner();
+    Ok(Seen::Check { allowed: answer.allowed, revision: answer.revision })
 }

@@ -3,8 +3,12 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "changes")]
 pub struct Model {
-    #[sea_orm(primary_key, auto_increment = false)]
-    pub revision: i64,
+    /// Insertion order; a write's events keep it within the write.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// Given by the sequencer once the write committed; none before.
+    pub revision: Option<i64>,
+    pub write_id: Uuid,
     pub kind: i16,
     pub actor: String,
     pub request_id: String,
