@@ -28,6 +28,8 @@ RUN mkdir -p src migrations/src tests bench/src \
     && rm -rf src migrations/src
 COPY src src
 COPY migrations/src migrations/src
+# The web console's built files, compiled into the binary (src/console.rs).
+COPY console/dist console/dist
 RUN touch src/main.rs src/lib.rs migrations/src/lib.rs \
     && cargo build --profile dist --locked --bin grantd
 

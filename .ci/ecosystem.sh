@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The gRPC ecosystem around grantd: buf lint and buf breaking on proto/, buf generate
 # with buf.gen.yaml, hadolint on the Dockerfile, deploy/ checked against the binary,
-# README.md's grpcurl session replayed, and the Python and TypeScript example clients
-# tested against a live grantd.
+# README.md's grpcurl session replayed, the Python and TypeScript example clients
+# tested against a live grantd, and the web console: its committed build compared with
+# its sources, its flows played in headless Chromium over SQLite and PostgreSQL.
 #
 # Runs from a fresh clone after `cargo build` (GRANTD_BIN, default target/debug/grantd),
 # unattended (CI=true, no stdin). Needs python3 (3.11+) with venv, node 20 + npm, and
-# reaches only PyPI and npm. Installs into the repository (clients/python/.venv,
-# deploy/.venv, clients/typescript/node_modules), so a second run is quick.
+# reaches only PyPI, npm and Debian's packages (chromium, installed when missing).
+# Installs into the repository (clients/python/.venv, deploy/.venv, console/.venv,
+# clients/typescript/node_modules, console/node_modules), so a second run is quick.
 #
 # BUF_BREAKING_AGAINST overrides what buf breaking compares with (default: the
 # previous commit, `.git#ref=HEAD~1,subdir=proto`).
@@ -50,18 +52,33 @@ venv() {
   fi
 }
 
-log "install: npm ci (clients/typescript), pip (clients/python/.venv, deploy/.venv)"
+# npm ci for a package directory, skipped when its lock file has not changed.
+npm_install() {
+  local dir=$1 npm_stamp=$1/node_modules/.ecosystem-stamp
+  if [[ "$(cat "$npm_stamp" 2>/dev/null)" != "$(stamp "$dir/package-lock.json")" ]]; then
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+    stamp "$dir/package-lock.json" > "$npm_stamp"
+  else
+    echo "$dir/node_modules: up to date with package-lock.json"
+  fi
+}
+
+log "install: npm ci (clients/typescript, console), pip (clients/python, deploy, console), chromium"
 python3 --version
 node --version
-npm_stamp=clients/typescript/node_modules/.ecosystem-stamp
-if [[ "$(cat "$npm_stamp" 2>/dev/null)" != "$(stamp clients/typescript/package-lock.json)" ]]; then
-  npm ci --prefix clients/typescript --no-audit --no-fund --loglevel=error
-  stamp clients/typescript/package-lock.json > "$npm_stamp"
-else
-  echo "clients/typescript/node_modules: up to date with package-lock.json"
-fi
+npm_install clients/typescript
+npm_install console
 venv clients/python/.venv clients/python/requirements.txt
 venv deploy/.venv deploy/requirements.txt
+venv console/.venv console/tests/requirements.txt
+CHROMIUM=${CHROMIUM:-$(command -v chromium || true)}
+if [[ -z "$CHROMIUM" ]]; then
+  (apt-get update -q && apt-get install -y -q --no-install-recommends chromium) > /tmp/grantd-chromium-install.log 2>&1 \
+    || { tail -n 30 /tmp/grantd-chromium-install.log; exit 1; }
+  CHROMIUM=$(command -v chromium)
+fi
+export CHROMIUM
+"$CHROMIUM" --version
 BUF="$ROOT/clients/typescript/node_modules/.bin/buf"
 "$BUF" --version
 
@@ -120,6 +137,21 @@ log "TypeScript client (@grpc/grpc-js): generate types, tsc, node --test against
   echo "tsc: no errors"
   npm test
 )
+
+log "console: console/dist rebuilt from console/src (buf generate, tsc, esbuild) matches the committed files"
+(
+  cd console
+  npm run -s build
+)
+if [[ -n "$(git status --porcelain -- console/dist)" ]]; then
+  git status --short -- console/dist
+  echo "console/dist differs from a build of console/src: run \`npm run build\` in console/ and commit console/dist" >&2
+  exit 1
+fi
+echo "console/dist: identical to a fresh build"
+
+log "console: its flows in headless Chromium against grantd over SQLite and PostgreSQL (Playwright)"
+console/.venv/bin/python -m pytest -p no:cacheprovider -q console/tests
 
 log "done"
 printf 'ecosystem: all steps passed in %ss\n' "$((SECONDS - START))"

@@ -1,6 +1,10 @@
 //! Command line and environment: every flag of `grantd` is also a `GRANTD_*` variable.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -187,6 +191,11 @@ pub struct ServeArgs {
     /// and no authentication, on a loopback address only. Never for data you keep.
     #[arg(long, env = "GRANTD_DEV")]
     pub dev: bool,
+
+    /// Serve the web console at /console/ (and gRPC-web over HTTP/1.1 for it); `false`
+    /// leaves gRPC over HTTP/2 only.
+    #[arg(long, env = "GRANTD_CONSOLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub console: bool,
 }
 
 impl ServeArgs {
@@ -316,6 +325,27 @@ pub struct TokenArgs {
     /// secret a server given them verifies with (and carries its issuer and audience).
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    /// Print a link that opens the web console signed in with the token (in the URL
+    /// fragment, which browsers never send to a server) instead of the bare token.
+    #[arg(long)]
+    pub console: bool,
+
+    /// The address `serve` listens on, for the console link.
+    #[arg(long, env = "GRANTD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+}
+
+impl TokenArgs {
+    /// The console's address on the server `serve --listen` starts: an unspecified
+    /// address (0.0.0.0, ::) is reached on loopback from this machine.
+    pub fn console_link(&self, token: &str) -> String {
+        let mut address = self.listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(if address.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+        }
+        format!("http://{address}/console/#token={token}")
+    }
 }
 
 /// A token's `sub` is a user id: one the server would refuse is refused before minting.

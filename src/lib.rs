@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod domain;
 pub mod edge;
 pub mod metrics;

@@ -37,7 +37,10 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve(*args).await?,
-        Command::Token(args) => println!("{}", token(&args)?),
+        Command::Token(args) => {
+            let token = token(&args)?;
+            println!("{}", if args.console { args.console_link(&token) } else { token });
+        }
         Command::Health(args) => {
             if !health(&args).await? {
                 return Ok(ExitCode::FAILURE);
@@ -111,6 +114,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         watch_limits: args.watch_limits(),
         background_db,
         tls,
+        console: args.console,
         ..ServerOptions::new(authenticator)
     };
     let grace = Duration::from_millis(args.shutdown_grace_ms);

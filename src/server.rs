@@ -6,10 +6,12 @@ use std::{future::Future, time::Duration};
 
 use tokio::net::TcpListener;
 use tonic::{
-    service::interceptor::InterceptedService,
+    service::{Routes, interceptor::InterceptedService},
     transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_web::GrpcWebLayer;
+use tower::Layer;
 
 use crate::{
     admission::AdmissionLayer,
@@ -22,6 +24,7 @@ use crate::{
     },
     auth::Authenticator,
     connections::{self, ActivityLayer, ConnectionLimits},
+    console,
     edge::{EdgeLayer, HEADER_LIST_LIMIT},
     service::{Audit, ChangeFeed, Directory, Grants, Sequencer, WatchLimits, Writes},
     storage::{self, DatabaseConnection, StatementLog},
@@ -71,6 +74,9 @@ pub struct ServerOptions {
     pub background_db: Option<DatabaseConnection>,
     /// Told the text of every statement requests send (tests count them).
     pub statement_log: Option<StatementLog>,
+    /// Serve the web console at `/console/`, and gRPC-web over HTTP/1.1 for it; without
+    /// it the port speaks gRPC over HTTP/2 only.
+    pub console: bool,
 }
 
 impl ServerOptions {
@@ -90,6 +96,7 @@ impl ServerOptions {
             watch_limits: WatchLimits::default(),
             background_db: None,
             statement_log: None,
+            console: true,
         }
     }
 }
@@ -133,21 +140,25 @@ pub async fn serve(
     }
     let sequencer = Sequencer::new(writer.clone(), db.clone());
     let writes = Writes::new(writer.clone(), sequencer.clone());
-    let grants = InterceptedService::new(
+    // Each grantd service also speaks gRPC-web (the console's protocol); plain gRPC passes
+    // through untouched. Without the console the port accepts no HTTP/1.1, so gRPC-web is
+    // then reachable only over HTTP/2.
+    let web = GrpcWebLayer::new();
+    let grants = web.layer(InterceptedService::new(
         GrantServiceServer::new(GrantApi::new(Grants::new(db.clone(), writes.clone())))
             .max_decoding_message_size(limit),
         auth.clone(),
-    );
-    let directory = InterceptedService::new(
+    ));
+    let directory = web.layer(InterceptedService::new(
         DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone(), writes)))
             .max_decoding_message_size(limit),
         auth.clone(),
-    );
-    let audit = InterceptedService::new(
+    ));
+    let audit = web.layer(InterceptedService::new(
         AuditServiceServer::new(AuditApi::new(Audit::new(db.clone(), feed.clone(), options.watch_limits)))
             .max_decoding_message_size(limit),
         auth,
-    );
+    ));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // The first answer is in place before the port serves, so no check sees an unknown service.
@@ -174,13 +185,19 @@ pub async fn serve(
     }
 
     let limits = options.connections.within_file_limit();
-    tracing::info!(
-        address = %listener.local_addr()?,
-        tls = options.tls.is_some(),
-        max_connections = limits.max_connections,
-        "serving"
-    );
+    let address = listener.local_addr()?;
+    tracing::info!(address = %address, tls = options.tls.is_some(), max_connections = limits.max_connections, "serving");
+    // The console's files sit beside the services; tonic's own routes answer everything
+    // else (an unknown method is UNIMPLEMENTED, as without the console).
+    let mut routes = Routes::default();
+    if options.console {
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        tracing::info!(url = %format!("{scheme}://{address}/console/"), "web console");
+        let services = std::mem::take(routes.axum_router_mut());
+        *routes.axum_router_mut() = services.merge(console::routes());
+    }
     builder
+        .accept_http1(options.console)
         .max_concurrent_streams(options.max_concurrent_streams)
         .http2_max_header_list_size(HEADER_LIST_LIMIT)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
@@ -188,6 +205,7 @@ pub async fn serve(
         .layer(ActivityLayer)
         .layer(EdgeLayer::new(options.request_timeout))
         .layer(AdmissionLayer::new(options.max_in_flight, options.queue_timeout))
+        .add_routes(routes)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
