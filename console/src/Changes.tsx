@@ -32,6 +32,10 @@ export function Changes({ context }: { context: OrgContext }) {
       found.push(...page.changes.filter((c) => c.revision <= upper).reverse());
       upper = after;
     }
+    if (found.length > PAGE) {
+      // A window can hold more than a page: the rest is read with the next page.
+      return { found: found.slice(0, PAGE), upper: found[PAGE - 1].revision - 1n };
+    }
     return { found, upper };
   };
 

@@ -28,15 +28,17 @@ export function Confirm(props: {
   onCancel: () => void;
 }) {
   const dialog = useRef<HTMLDialogElement>(null);
+  const cancel = useRef<HTMLButtonElement>(null);
   useEffect(() => {
     dialog.current?.showModal();
+    cancel.current?.focus();
   }, []);
   return (
     <dialog ref={dialog} class="confirm" aria-labelledby="confirm-title" onCancel={props.onCancel}>
       <h2 id="confirm-title">{props.title}</h2>
       <div>{props.children}</div>
       <div class="actions">
-        <button type="button" autofocus onClick={props.onCancel}>
+        <button type="button" ref={cancel} onClick={props.onCancel}>
           Cancel
         </button>
         <button type="button" class="danger" onClick={props.onConfirm}>

@@ -201,3 +201,73 @@ def test_an_expired_token_is_told_so_and_asked_for_a_new_one(grantd: Grantd, pag
     page.get_by_label("Bearer token").fill(grantd.token("root", admin=True))
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("Signed in as root (administrator)")).to_be_visible()
+
+
+def test_everything_is_reachable_from_the_keyboard(grantd: Grantd, page: Page) -> None:
+    seed(grantd)
+    page.goto(grantd.console_link("root", admin=True))
+    organization = page.get_by_label("Organization", exact=True)
+    organization.focus()
+    organization.select_option("acme")
+    # From the organization picker, Tab walks the tabs and the member search to the members.
+    member = page.get_by_role("button", name="auth0|alice", exact=True)
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if member.evaluate("element => element === document.activeElement"):
+            break
+    else:
+        pytest.fail("Tab never reached the member")
+    page.keyboard.press("Enter")
+    trash = page.get_by_role("button", name="Remove documents:share on folder f1")
+    trash.focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    # The confirm opens on Cancel, so a stray Enter removes nothing; Escape closes it.
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    trash.focus()
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(dialog.get_by_role("button", name="Remove", exact=True)).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status").first).to_contain_text("Removed 1 permission from auth0|alice.")
+    with grantd.client() as gd:
+        assert (SHARE, "folder", "f1") not in held(gd, "auth0|alice")
+
+
+def test_one_users_access_to_a_resource_goes_and_the_others_stays(grantd: Grantd, page: Page) -> None:
+    seed(grantd)
+    page.goto(grantd.console_link("root", admin=True))
+    page.get_by_label("Organization", exact=True).select_option("acme")
+    page.get_by_role("tab", name="Resource access").click()
+    page.get_by_label("Resource type").fill("folder")
+    page.get_by_label("Resource id").fill("f1")
+    page.get_by_label("User id").fill("carol")
+    page.get_by_role("button", name="Remove access").click()
+    page.get_by_role("dialog").get_by_role("button", name="Remove access").click()
+    expect(page.get_by_role("status").first).to_contain_text("Removed 1 grant of carol on folder f1.")
+    with grantd.client() as gd:
+        assert held(gd, "carol") == set()
+        assert held(gd, "auth0|alice") == {(READ, "organization", "acme"), (WRITE, "folder", "f1"), (SHARE, "folder", "f1")}
+
+
+def test_the_change_feed_pages_back_to_the_first_change(grantd: Grantd, page: Page) -> None:
+    seed(grantd)
+    names = [f"reports:{i:02}" for i in range(60)]
+    with grantd.client() as gd:
+        for name in names:
+            gd.create_permission(name)
+        gd.grant("acme", "carol", names, Resource(type="report", id="r1"))
+        total = len(changes(gd))
+    page.goto(grantd.console_link("root", admin=True))
+    page.get_by_label("Organization", exact=True).select_option("acme")
+    page.get_by_role("tab", name="Changes").click()
+    feed = page.get_by_role("list", name="Changes").get_by_role("listitem")
+    expect(feed).to_have_count(50)
+    expect(feed.first).to_contain_text("carol was granted reports:59 on report r1")
+    page.get_by_role("button", name="Older changes").click()
+    expect(feed).to_have_count(total)
+    expect(feed.last).to_contain_text("organization created")
+    expect(page.get_by_role("button", name="Older changes")).to_have_count(0)
