@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/grants/v1/grant_service.proto",
     "proto/grants/v1/directory_service.proto",
     "proto/grants/v1/audit_service.proto",
+    "proto/grants/v1/bulk_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

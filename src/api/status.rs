@@ -52,6 +52,18 @@ impl From<Error> for Status {
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::Rejected(rejections) => {
+                let message = Error::Rejected(rejections.clone()).to_string();
+                let mut details = ErrorDetails::new();
+                for rejection in rejections.iter().take(MAX_LISTED_IDS) {
+                    details.add_bad_request_violation(
+                        format!("records[{}].{}", rejection.position, rejection.field),
+                        &rejection.reason,
+                    );
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            Error::SnapshotChanged(message) => Status::aborted(message),
             Error::WatchInterrupted { reason: Interruption::FellBehind, message } => Status::aborted(message),
             Error::WatchInterrupted { reason: Interruption::TokenExpired, message } => Status::unauthenticated(message),
             Error::WatchInterrupted { reason: Interruption::Unavailable, message } => Status::unavailable(message),

@@ -31,6 +31,15 @@ pub enum Error {
     #[error("{0}")]
     Exhausted(String),
 
+    /// An import batch held records that cannot be written; nothing of it was.
+    #[error("{} records of the batch cannot be written", .0.len())]
+    Rejected(Vec<super::bulk::Rejection>),
+
+    /// An export cannot continue at its snapshot's revision: what it had left to send
+    /// changed since. The message says to start again.
+    #[error("{0}")]
+    SnapshotChanged(String),
+
     /// A serialization failure or deadlock; retried by the transaction loop.
     #[error("transaction conflict")]
     Conflict,

@@ -1,6 +1,7 @@
 //! The vocabulary of grantd: validated identifiers, resources, commands and the one error
 //! type every layer speaks. Nothing here knows about protobuf or SQL.
 
+pub mod bulk;
 pub mod commands;
 mod error;
 mod ids;

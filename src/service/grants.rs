@@ -23,7 +23,7 @@ use crate::{
         self, DatabaseConnection, DatabaseTransaction, Lock,
         changes::NewChange,
         checks::{Check, PermissionKey},
-        grants::{GrantKey, ResourceFilter, Selection, Target},
+        grants::{GrantKey, NewGrant, ResourceFilter, Selection, Target},
     },
 };
 
@@ -138,9 +138,13 @@ impl Grants {
                     access::require_holds(tx, actor, &cmd.organization_id, &cmd.resource, &permissions).await?;
                     let wanted = resolve::ids(&permissions);
                     let now = domain::now();
-                    let added = storage::grants::insert(tx, target, &wanted, now, &actor.subject).await?;
-                    let newly: HashSet<Uuid> = added.iter().copied().collect();
-                    let already_held: Vec<Uuid> = wanted.into_iter().filter(|id| !newly.contains(id)).collect();
+                    let rows: Vec<NewGrant> = wanted
+                        .iter()
+                        .map(|id| NewGrant { key: target.key(*id), granted_at: now, granted_by: actor.subject.clone() })
+                        .collect();
+                    let inserted = storage::grants::insert(tx, &rows).await?;
+                    let (added, already_held): (Vec<Uuid>, Vec<Uuid>) =
+                        wanted.into_iter().partition(|id| inserted.contains(&target.key(*id)));
                     storage::changes::append(tx, &author, now, added_events(target, &added)).await?;
                     Ok((added, already_held))
                 })

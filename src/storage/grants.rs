@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     entities::{grant, permission},
-    json_ids,
+    json_array, json_ids, sqlite_time,
 };
 use crate::domain::{Result, model::Grant};
 
@@ -111,57 +111,79 @@ fn permission_id_listed(backend: DatabaseBackend, ids: &[Uuid]) -> Result<Simple
     })
 }
 
-/// Inserts one grant per permission in one statement, keeping rows that already exist;
-/// answers the permissions it inserted, in `permission_ids` order.
+/// A grant to insert: where it lives, and when and by whom it was made.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub key: GrantKey,
+    pub granted_at: DateTime<Utc>,
+    pub granted_by: String,
+}
+
+/// Inserts the grants in one statement, keeping rows that already exist (and the first of
+/// repeated ones); answers the keys it inserted.
 ///
-/// The ids travel as one parameter (PostgreSQL: an array, `UNNEST`; SQLite: a JSON
-/// array, `json_each`), so the statement text is the same for every batch size: it stays
-/// in the prepared-statement cache and never meets a parameter limit.
-pub async fn insert(
-    conn: &impl ConnectionTrait,
-    target: Target<'_>,
-    permission_ids: &[Uuid],
-    granted_at: DateTime<Utc>,
-    granted_by: &str,
-) -> Result<Vec<Uuid>> {
-    if permission_ids.is_empty() {
-        return Ok(Vec::new());
+/// The rows travel as one parameter per column (PostgreSQL: arrays, `UNNEST`; SQLite: one
+/// JSON array, `json_each`), so the statement text is the same for every batch size: it
+/// stays in the prepared-statement cache and never meets a parameter limit.
+pub async fn insert(conn: &impl ConnectionTrait, grants: &[NewGrant]) -> Result<HashSet<GrantKey>> {
+    if grants.is_empty() {
+        return Ok(HashSet::new());
     }
     let backend = conn.get_database_backend();
-    let fixed: [Value; 6] = [
-        target.organization_id.into(),
-        target.user_id.into(),
-        target.resource_type.into(),
-        target.resource_id.into(),
-        granted_at.into(),
-        granted_by.into(),
-    ];
     // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
-    let (p, listed, ids) = match backend {
+    let (rows, values): (&str, Vec<Value>) = match backend {
         DatabaseBackend::Postgres => {
-            ("$", "UNNEST($7::uuid[]) AS listed(permission_id)", permission_ids.to_vec().into())
+            let text = |f: fn(&NewGrant) -> &str| grants.iter().map(|g| f(g).to_owned()).collect::<Vec<_>>();
+            (
+                "SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::timestamptz[], \
+                 $7::text[])",
+                vec![
+                    text(|g| &g.key.organization_id).into(),
+                    text(|g| &g.key.user_id).into(),
+                    text(|g| &g.key.resource_type).into(),
+                    text(|g| &g.key.resource_id).into(),
+                    grants.iter().map(|g| g.key.permission_id).collect::<Vec<_>>().into(),
+                    grants.iter().map(|g| g.granted_at).collect::<Vec<_>>().into(),
+                    text(|g| &g.granted_by).into(),
+                ],
+            )
         }
-        _ => (
-            "?",
-            "(SELECT unhex(value) AS permission_id FROM json_each(?7)) AS listed",
-            json_ids(permission_ids)?.into(),
-        ),
+        _ => {
+            let listed: Vec<_> = grants
+                .iter()
+                .map(|g| {
+                    let k = &g.key;
+                    let id = k.permission_id.simple().to_string();
+                    (
+                        &k.organization_id,
+                        &k.user_id,
+                        &k.resource_type,
+                        &k.resource_id,
+                        id,
+                        sqlite_time(g.granted_at),
+                        &g.granted_by,
+                    )
+                })
+                .collect();
+            (
+                "SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, unhex(r.value ->> 4), \
+                 r.value ->> 5, r.value ->> 6 FROM json_each(?1) AS r",
+                vec![json_array(&listed)?.into()],
+            )
+        }
     };
     let statement = Statement::from_sql_and_values(
         backend,
         format!(
             "INSERT INTO grants \
              (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
-             SELECT {p}1, {p}2, {p}3, {p}4, listed.permission_id, {p}5, {p}6 FROM {listed} WHERE true \
+             {rows} WHERE true \
              ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
-             RETURNING permission_id"
+             RETURNING organization_id, user_id, resource_type, resource_id, permission_id"
         ),
-        fixed.into_iter().chain([ids]),
+        values,
     );
-    let rows = conn.query_all(statement).await?;
-    let inserted: HashSet<Uuid> =
-        rows.iter().map(|row| row.try_get::<Uuid>("", "permission_id")).collect::<Result<_, _>>()?;
-    Ok(permission_ids.iter().copied().filter(|id| inserted.contains(id)).collect())
+    Ok(GrantKey::find_by_statement(statement).all(conn).await?.into_iter().collect())
 }
 
 /// Whether the selection holds any grant.

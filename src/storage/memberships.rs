@@ -1,13 +1,15 @@
 //! Membership rows. Grant writers lock a user's membership row, which serializes every
 //! change to that user's grants in that organization with their removal.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{OnConflict, Query},
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    sea_query::Query,
 };
 
-use super::{Lock, entities::membership, lock};
+use super::{Lock, entities::membership, json_array, lock, sqlite_time};
 use crate::domain::{Result, model::Membership};
 
 fn to_domain(row: membership::Model) -> Membership {
@@ -46,23 +48,90 @@ pub async fn insert(
     added_at: DateTime<Utc>,
     added_by: &str,
 ) -> Result<bool> {
-    let insert = Query::insert()
-        .into_table(membership::Entity)
-        .columns([
-            membership::Column::OrganizationId,
-            membership::Column::UserId,
-            membership::Column::AddedAt,
-            membership::Column::AddedBy,
-        ])
-        .values_panic([organization_id.into(), user_id.into(), added_at.into(), added_by.into()])
-        .on_conflict(
-            OnConflict::columns([membership::Column::OrganizationId, membership::Column::UserId])
-                .do_nothing()
-                .to_owned(),
-        )
-        .to_owned();
-    let result = conn.execute(conn.get_database_backend().build(&insert)).await?;
-    Ok(result.rows_affected() == 1)
+    let new = Membership {
+        organization_id: organization_id.to_owned(),
+        user_id: user_id.to_owned(),
+        added_at,
+        added_by: added_by.to_owned(),
+    };
+    Ok(!insert_all(conn, &[new]).await?.is_empty())
+}
+
+/// Inserts, in one statement, the memberships that do not exist yet (the first of
+/// repeated ones); answers the `(organization, user)` pairs it inserted.
+pub async fn insert_all(conn: &impl ConnectionTrait, memberships: &[Membership]) -> Result<HashSet<(String, String)>> {
+    if memberships.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let backend = conn.get_database_backend();
+    let (rows, values): (&str, Vec<Value>) = match backend {
+        DatabaseBackend::Postgres => (
+            "SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[])",
+            vec![
+                memberships.iter().map(|m| m.organization_id.clone()).collect::<Vec<_>>().into(),
+                memberships.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>().into(),
+                memberships.iter().map(|m| m.added_at).collect::<Vec<_>>().into(),
+                memberships.iter().map(|m| m.added_by.clone()).collect::<Vec<_>>().into(),
+            ],
+        ),
+        _ => {
+            let listed: Vec<_> = memberships
+                .iter()
+                .map(|m| (&m.organization_id, &m.user_id, sqlite_time(m.added_at), &m.added_by))
+                .collect();
+            (
+                "SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3 FROM json_each(?1) AS r",
+                vec![json_array(&listed)?.into()],
+            )
+        }
+    };
+    let statement = Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO memberships (organization_id, user_id, added_at, added_by) {rows} WHERE true \
+             ON CONFLICT (organization_id, user_id) DO NOTHING RETURNING organization_id, user_id"
+        ),
+        values,
+    );
+    let rows = conn.query_all(statement).await?;
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get::<String>("", "organization_id")?, row.try_get::<String>("", "user_id")?)))
+        .collect::<Result<_, sea_orm::DbErr>>()?)
+}
+
+/// Which of the `(organization, user)` pairs are memberships, in one statement. Grants
+/// reference their membership (a foreign key), so a grant inserted after this read
+/// still fails if the membership went meanwhile.
+pub async fn existing(conn: &impl ConnectionTrait, pairs: &[(String, String)]) -> Result<HashSet<(String, String)>> {
+    if pairs.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let backend = conn.get_database_backend();
+    // A probe per pair, so that the plan is an index lookup whatever the list's length.
+    let statement = match backend {
+        DatabaseBackend::Postgres => Statement::from_sql_and_values(
+            backend,
+            "SELECT m.organization_id, m.user_id FROM UNNEST($1::text[], $2::text[]) AS w(o, u) \
+             CROSS JOIN LATERAL (SELECT organization_id, user_id FROM memberships \
+               WHERE organization_id = w.o AND user_id = w.u) m",
+            [
+                pairs.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>().into(),
+                pairs.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>().into(),
+            ],
+        ),
+        _ => Statement::from_sql_and_values(
+            backend,
+            "SELECT m.organization_id, m.user_id FROM json_each(?1) AS w \
+             JOIN memberships m ON m.organization_id = w.value ->> 0 AND m.user_id = w.value ->> 1",
+            [json_array(pairs)?.into()],
+        ),
+    };
+    let rows = conn.query_all(statement).await?;
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get::<String>("", "organization_id")?, row.try_get::<String>("", "user_id")?)))
+        .collect::<Result<_, sea_orm::DbErr>>()?)
 }
 
 pub async fn find(conn: &impl ConnectionTrait, organization_id: &str, user_id: &str) -> Result<Option<Membership>> {

@@ -43,6 +43,12 @@ fn json_array<T: serde::Serialize>(items: &[T]) -> crate::domain::Result<String>
     serde_json::to_string(items).map_err(|err| crate::domain::Error::Internal(format!("encoding a list: {err}")))
 }
 
+/// A timestamp inside a SQLite JSON parameter, written as sqlx binds one, so that rows
+/// inserted from JSON read back like any other.
+fn sqlite_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
 /// Ids as one SQLite JSON array of 32-hex-digit strings, which `unhex` turns back into
 /// the 16-byte blobs sea-orm stores.
 fn json_ids(ids: &[uuid::Uuid]) -> crate::domain::Result<String> {

@@ -1,12 +1,13 @@
 //! Organization rows.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{OnConflict, Query},
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
 
-use super::{Lock, entities::organization, lock};
+use super::{Lock, entities::organization, json_array, lock, sqlite_time};
 use crate::domain::{Result, model::Organization};
 
 fn to_domain(row: organization::Model) -> Organization {
@@ -15,14 +16,45 @@ fn to_domain(row: organization::Model) -> Organization {
 
 /// Inserts the organization; `false` when the id is taken.
 pub async fn insert(conn: &impl ConnectionTrait, id: &str, display_name: &str, at: DateTime<Utc>) -> Result<bool> {
-    let insert = Query::insert()
-        .into_table(organization::Entity)
-        .columns([organization::Column::Id, organization::Column::DisplayName, organization::Column::CreatedAt])
-        .values_panic([id.into(), display_name.into(), at.into()])
-        .on_conflict(OnConflict::column(organization::Column::Id).do_nothing().to_owned())
-        .to_owned();
-    let result = conn.execute(conn.get_database_backend().build(&insert)).await?;
-    Ok(result.rows_affected() == 1)
+    let new = Organization { id: id.to_owned(), display_name: display_name.to_owned(), created_at: at };
+    Ok(!insert_all(conn, &[new]).await?.is_empty())
+}
+
+/// Inserts, in one statement, the organizations whose ids are free (the first of repeated
+/// ones); answers the ids it inserted.
+pub async fn insert_all(conn: &impl ConnectionTrait, organizations: &[Organization]) -> Result<HashSet<String>> {
+    if organizations.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let backend = conn.get_database_backend();
+    let (rows, values): (&str, Vec<Value>) = match backend {
+        DatabaseBackend::Postgres => (
+            "SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])",
+            vec![
+                organizations.iter().map(|o| o.id.clone()).collect::<Vec<_>>().into(),
+                organizations.iter().map(|o| o.display_name.clone()).collect::<Vec<_>>().into(),
+                organizations.iter().map(|o| o.created_at).collect::<Vec<_>>().into(),
+            ],
+        ),
+        _ => {
+            let listed: Vec<_> =
+                organizations.iter().map(|o| (&o.id, &o.display_name, sqlite_time(o.created_at))).collect();
+            (
+                "SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2 FROM json_each(?1) AS r",
+                vec![json_array(&listed)?.into()],
+            )
+        }
+    };
+    let statement = Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO organizations (id, display_name, created_at) {rows} WHERE true \
+             ON CONFLICT (id) DO NOTHING RETURNING id"
+        ),
+        values,
+    );
+    let rows = conn.query_all(statement).await?;
+    Ok(rows.iter().map(|row| row.try_get::<String>("", "id")).collect::<Result<_, _>>()?)
 }
 
 pub async fn find(conn: &impl ConnectionTrait, id: &str) -> Result<Option<Organization>> {

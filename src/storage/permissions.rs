@@ -1,12 +1,13 @@
 //! The permission catalog.
 
+use std::collections::HashSet;
+
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
-    sea_query::{OnConflict, Query},
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
 use uuid::Uuid;
 
-use super::{Lock, entities::permission, json_array, json_ids, lock};
+use super::{Lock, entities::permission, json_array, json_ids, lock, sqlite_time};
 use crate::domain::{Result, model::Permission};
 
 fn to_domain(row: permission::Model) -> Permission {
@@ -56,19 +57,47 @@ pub async fn resolve(conn: &impl ConnectionTrait, ids: &[Uuid], names: &[&str]) 
 
 /// Inserts the permission; `false` when the name is taken.
 pub async fn insert(conn: &impl ConnectionTrait, new: &Permission) -> Result<bool> {
-    let insert = Query::insert()
-        .into_table(permission::Entity)
-        .columns([
-            permission::Column::Id,
-            permission::Column::Name,
-            permission::Column::Description,
-            permission::Column::CreatedAt,
-        ])
-        .values_panic([new.id.into(), new.name.as_str().into(), new.description.as_str().into(), new.created_at.into()])
-        .on_conflict(OnConflict::column(permission::Column::Name).do_nothing().to_owned())
-        .to_owned();
-    let result = conn.execute(conn.get_database_backend().build(&insert)).await?;
-    Ok(result.rows_affected() == 1)
+    Ok(!insert_all(conn, std::slice::from_ref(new)).await?.is_empty())
+}
+
+/// Inserts, in one statement, the permissions whose names are free (the first of
+/// repeated ones); answers the ids it inserted.
+pub async fn insert_all(conn: &impl ConnectionTrait, permissions: &[Permission]) -> Result<HashSet<Uuid>> {
+    if permissions.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let backend = conn.get_database_backend();
+    let (rows, values): (&str, Vec<Value>) = match backend {
+        DatabaseBackend::Postgres => (
+            "SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])",
+            vec![
+                permissions.iter().map(|p| p.id).collect::<Vec<_>>().into(),
+                permissions.iter().map(|p| p.name.clone()).collect::<Vec<_>>().into(),
+                permissions.iter().map(|p| p.description.clone()).collect::<Vec<_>>().into(),
+                permissions.iter().map(|p| p.created_at).collect::<Vec<_>>().into(),
+            ],
+        ),
+        _ => {
+            let listed: Vec<_> = permissions
+                .iter()
+                .map(|p| (p.id.simple().to_string(), &p.name, &p.description, sqlite_time(p.created_at)))
+                .collect();
+            (
+                "SELECT unhex(r.value ->> 0), r.value ->> 1, r.value ->> 2, r.value ->> 3 FROM json_each(?1) AS r",
+                vec![json_array(&listed)?.into()],
+            )
+        }
+    };
+    let statement = Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO permissions (id, name, description, created_at) {rows} WHERE true \
+             ON CONFLICT (name) DO NOTHING RETURNING id"
+        ),
+        values,
+    );
+    let rows = conn.query_all(statement).await?;
+    Ok(rows.iter().map(|row| row.try_get::<Uuid>("", "id")).collect::<Result<_, _>>()?)
 }
 
 pub async fn find_by_id(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<Permission>> {
