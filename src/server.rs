@@ -16,17 +16,17 @@ use tower::Layer;
 use crate::{
     admission::AdmissionLayer,
     api::{
-        AuditApi, DirectoryApi, GrantApi,
+        AuditApi, BulkApi, DirectoryApi, GrantApi,
         pb::{
-            self, audit_service_server::AuditServiceServer, directory_service_server::DirectoryServiceServer,
-            grant_service_server::GrantServiceServer,
+            self, audit_service_server::AuditServiceServer, bulk_service_server::BulkServiceServer,
+            directory_service_server::DirectoryServiceServer, grant_service_server::GrantServiceServer,
         },
     },
     auth::Authenticator,
     connections::{self, ActivityLayer, ConnectionLimits},
     console,
     edge::{EdgeLayer, HEADER_LIST_LIMIT},
-    service::{Audit, ChangeFeed, Directory, Grants, Sequencer, WatchLimits, Writes},
+    service::{Audit, Bulk, ChangeFeed, Directory, Grants, Sequencer, WatchLimits, Writes},
     storage::{self, DatabaseConnection, StatementLog},
 };
 
@@ -150,8 +150,12 @@ pub async fn serve(
         auth.clone(),
     ));
     let directory = web.layer(InterceptedService::new(
-        DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone(), writes)))
+        DirectoryServiceServer::new(DirectoryApi::new(Directory::new(db.clone(), writes.clone())))
             .max_decoding_message_size(limit),
+        auth.clone(),
+    ));
+    let bulk = web.layer(InterceptedService::new(
+        BulkServiceServer::new(BulkApi::new(Bulk::new(db.clone(), writes))).max_decoding_message_size(limit),
         auth.clone(),
     ));
     let audit = web.layer(InterceptedService::new(
@@ -212,6 +216,7 @@ pub async fn serve(
         .add_service(grants)
         .add_service(directory)
         .add_service(audit)
+        .add_service(bulk)
         .serve_with_incoming_shutdown(connections::incoming(listener, limits), async {
             shutdown.await;
             // Watch streams would otherwise hold the drain open until the grace ends.
@@ -248,7 +253,8 @@ async fn reachable(db: &DatabaseConnection, interval: Duration) -> bool {
 }
 
 async fn report(reporter: &HealthReporter, serving: bool) {
-    const SERVICES: [&str; 4] = ["", "grants.v1.GrantService", "grants.v1.DirectoryService", "grants.v1.AuditService"];
+    const SERVICES: [&str; 5] =
+        ["", "grants.v1.GrantService", "grants.v1.DirectoryService", "grants.v1.AuditService", "grants.v1.BulkService"];
     let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
     for service in SERVICES {
         reporter.set_service_status(service, status).await;

@@ -3,6 +3,7 @@
 //! layer, and converts the answer back. Protobuf types live only here.
 
 mod audit_service;
+mod bulk_service;
 mod context;
 mod convert;
 mod directory_service;
@@ -13,6 +14,7 @@ mod status;
 mod validate;
 
 pub use audit_service::AuditApi;
+pub use bulk_service::BulkApi;
 pub use context::{REQUEST_ID, request_id};
 pub use directory_service::DirectoryApi;
 pub use grant_service::GrantApi;

@@ -63,6 +63,11 @@ impl Violations {
         if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
     }
 
+    /// The first rejected field, if any (one record of a batch is rejected for one reason).
+    pub fn into_first(self) -> Option<FieldViolation> {
+        self.0.into_iter().next()
+    }
+
     /// The error for a request some of whose fields did not parse.
     pub fn into_error(self) -> Error {
         if self.0.is_empty() {

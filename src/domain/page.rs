@@ -39,13 +39,13 @@ impl Page {
     /// The sort key to continue after, checked against `scope` (the list and its
     /// filters); `key_len` is the number of sort-key columns.
     pub fn after(&self, scope: &str, key_len: usize) -> Result<Option<Vec<String>>, FieldViolation> {
-        if self.token.is_empty() { Ok(None) } else { decode(scope, &self.token, key_len).map(Some) }
+        if self.token.is_empty() { Ok(None) } else { open("page_token", scope, &self.token, key_len).map(Some) }
     }
 
     /// The token for the page after `rows`, or an empty string when this was the last page.
     pub fn next_token<T>(&self, rows: &[T], scope: &str, key: impl Fn(&T) -> Vec<String>) -> String {
         match rows.last() {
-            Some(last) if rows.len() as u64 >= self.size => encode(scope, &key(last)),
+            Some(last) if rows.len() as u64 >= self.size => seal(scope, &key(last)),
             _ => String::new(),
         }
     }
@@ -61,15 +61,17 @@ fn checksum(scope: &str, key: &[String]) -> String {
     hasher.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn encode(scope: &str, key: &[String]) -> String {
+/// An opaque token carrying `key`, bound to `scope` (page tokens, export cursors).
+pub fn seal(scope: &str, key: &[String]) -> String {
     let mut payload = key.join("\n");
     payload.push('\n');
     payload.push_str(&checksum(scope, key));
     URL_SAFE_NO_PAD.encode(payload)
 }
 
-fn decode(scope: &str, token: &str, key_len: usize) -> Result<Vec<String>, FieldViolation> {
-    let invalid = || FieldViolation::new("page_token", "is not a token this list issued for this request");
+/// The key of a token [`seal`] made for `scope`; `field` names the token in the rejection.
+pub fn open(field: &str, scope: &str, token: &str, key_len: usize) -> Result<Vec<String>, FieldViolation> {
+    let invalid = || FieldViolation::new(field, "is not a token this list issued for this request");
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let payload = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts: Vec<String> = payload.split('\n').map(str::to_owned).collect();

@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod bulk;
 mod catalog;
 mod check_queue;
 mod directory;
@@ -15,6 +16,7 @@ mod watch;
 use std::{future::Future, sync::Arc};
 
 pub use audit::Audit;
+pub use bulk::{Bulk, ExportChunk, ExportItem, Rehearsal};
 pub use catalog::PermissionDeletion;
 pub use directory::{Directory, MembershipOutcome, OrganizationDeletion};
 pub use feed::ChangeFeed;

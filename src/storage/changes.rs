@@ -409,3 +409,77 @@ fn to_change(row: change::Model) -> Result<Change> {
         resource: row.resource_type.zip(row.resource_id),
     })
 }
+
+/// How far a resumed export got, for [`touched_since`].
+#[derive(Debug, Clone, Copy)]
+pub enum ExportPlace<'a> {
+    /// Still in the organizations or the catalog: everything is left.
+    Beginning,
+    /// In the memberships, after this `(organization, user)`.
+    Memberships { after: (&'a str, &'a str) },
+    /// In the grants, after this key.
+    Grants { after: &'a GrantKey },
+}
+
+/// Whether a change after `revision`, or one committed but not numbered yet, touches
+/// what an export of `organization_id` (everything when `None`) resumed at `place` has
+/// left to send.
+pub async fn touched_since(
+    conn: &impl ConnectionTrait,
+    revision: Revision,
+    organization_id: Option<&str>,
+    place: ExportPlace<'_>,
+) -> Result<bool> {
+    let backend = conn.get_database_backend();
+    let p = |n: usize| if backend == DatabaseBackend::Postgres { format!("${n}") } else { format!("?{n}") };
+    let mut values: Vec<Value> = vec![revision.into()];
+    let mut conditions = Vec::new();
+    if let Some(organization_id) = organization_id {
+        values.push(organization_id.into());
+        conditions.push(format!("(c.organization_id = {} OR c.organization_id IS NULL)", p(values.len())));
+    }
+    let (grant_kinds, member_kinds) = (
+        format!("({}, {})", ChangeKind::GrantAdded.code(), ChangeKind::GrantRemoved.code()),
+        format!("({}, {})", ChangeKind::MemberAdded.code(), ChangeKind::MemberRemoved.code()),
+    );
+    match place {
+        ExportPlace::Beginning => {}
+        ExportPlace::Memberships { after: (organization, user) } => {
+            values.extend([organization.into(), user.into()]);
+            let n = values.len();
+            conditions.push(format!(
+                "(c.kind IN {grant_kinds} OR (c.kind IN {member_kinds} AND (c.organization_id, c.user_id) > ({}, {})))",
+                p(n - 1),
+                p(n)
+            ));
+        }
+        ExportPlace::Grants { after } => {
+            values.extend([
+                after.organization_id.as_str().into(),
+                after.user_id.as_str().into(),
+                after.resource_type.as_str().into(),
+                after.resource_id.as_str().into(),
+                after.permission_id.into(),
+            ]);
+            let n = values.len();
+            conditions.push(format!(
+                "c.kind IN {grant_kinds} AND (c.organization_id, c.user_id, c.resource_type, c.resource_id, \
+                 c.permission_id) > ({}, {}, {}, {}, {})",
+                p(n - 4),
+                p(n - 3),
+                p(n - 2),
+                p(n - 1),
+                p(n)
+            ));
+        }
+    }
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let columns = "kind, organization_id, user_id, resource_type, resource_id, permission_id";
+    let sql = format!(
+        "SELECT 1 AS touched FROM (SELECT {columns} FROM changes WHERE revision > {} \
+         UNION ALL SELECT {columns} FROM pending_changes) c {filter} LIMIT 1",
+        p(1)
+    );
+    let found = conn.query_one(Statement::from_sql_and_values(backend, sql, values)).await?;
+    Ok(found.is_some())
+}

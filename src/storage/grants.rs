@@ -325,6 +325,50 @@ pub async fn list(
     Ok(rows.into_iter().map(Grant::from).collect())
 }
 
+/// A page of every grant (of one organization when given), permission names included,
+/// in key order (organization, user, resource type, resource id, permission id), after
+/// `after`.
+pub async fn page(
+    conn: &impl ConnectionTrait,
+    organization_id: Option<&str>,
+    after: Option<&GrantKey>,
+    limit: u64,
+) -> Result<Vec<Grant>> {
+    let mut query = grants_with_names();
+    for column in [
+        grant::Column::OrganizationId,
+        grant::Column::UserId,
+        grant::Column::ResourceType,
+        grant::Column::ResourceId,
+        grant::Column::PermissionId,
+    ] {
+        query.order_by((grant::Entity, column), sea_orm::Order::Asc);
+    }
+    query.limit(limit);
+    if let Some(organization_id) = organization_id {
+        query.and_where(g(grant::Column::OrganizationId).eq(organization_id));
+    }
+    if let Some(after) = after {
+        let key = Expr::tuple([
+            g(grant::Column::OrganizationId),
+            g(grant::Column::UserId),
+            g(grant::Column::ResourceType),
+            g(grant::Column::ResourceId),
+            g(grant::Column::PermissionId),
+        ]);
+        let cursor = Expr::tuple([
+            after.organization_id.as_str().into(),
+            after.user_id.as_str().into(),
+            after.resource_type.as_str().into(),
+            after.resource_id.as_str().into(),
+            after.permission_id.into(),
+        ]);
+        query.and_where(key.gt(cursor));
+    }
+    let rows = GrantRow::find_by_statement(conn.get_database_backend().build(&query)).all(conn).await?;
+    Ok(rows.into_iter().map(Grant::from).collect())
+}
+
 /// Whether `user_id` holds any of the permissions named `names` org-wide in the
 /// organization. The grant rows found are key-share-locked, so revoking them waits for
 /// the calling transaction to end.

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
-    sea_query::Query,
+    sea_query::{Expr, Query},
 };
 
 use super::{Lock, entities::membership, json_array, lock, sqlite_time};
@@ -169,6 +169,31 @@ pub async fn list_by_organization(
         .limit(limit);
     if let Some(after) = after_user {
         query = query.filter(membership::Column::UserId.gt(after));
+    }
+    Ok(query.all(conn).await?.into_iter().map(to_domain).collect())
+}
+
+/// A page of every membership (of one organization when given), ordered by organization
+/// and user, after `after`.
+pub async fn page(
+    conn: &impl ConnectionTrait,
+    organization_id: Option<&str>,
+    after: Option<(&str, &str)>,
+    limit: u64,
+) -> Result<Vec<Membership>> {
+    let mut query = membership::Entity::find()
+        .order_by_asc(membership::Column::OrganizationId)
+        .order_by_asc(membership::Column::UserId)
+        .limit(limit);
+    if let Some(organization_id) = organization_id {
+        query = query.filter(membership::Column::OrganizationId.eq(organization_id));
+    }
+    if let Some((organization_id, user_id)) = after {
+        let key = Expr::tuple([
+            Expr::col(membership::Column::OrganizationId).into(),
+            Expr::col(membership::Column::UserId).into(),
+        ]);
+        query = query.filter(key.gt(Expr::tuple([organization_id.into(), user_id.into()])));
     }
     Ok(query.all(conn).await?.into_iter().map(to_domain).collect())
 }

@@ -20,7 +20,7 @@ pub mod tx;
 
 pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up, writer};
 pub use lock::Lock;
-pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
+pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
 /// Told the text of each statement sent (see [`log_statements`]).
 pub type StatementLog = std::sync::Arc<dyn Fn(&str) + Send + Sync>;

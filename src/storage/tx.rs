@@ -8,7 +8,10 @@
 use std::{future::Future, pin::Pin, time::Duration};
 
 use rand::Rng;
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, IsolationLevel,
+    TransactionTrait,
+};
 
 use super::{changes, connect::pool_limits, error::is_broken_connection};
 use crate::domain::{Error, Result};
@@ -82,15 +85,40 @@ where
 {
     let tx = db.begin().await.map_err(begin_failure)?;
     let run = async {
-        if tx.get_database_backend() == DatabaseBackend::Sqlite {
-            // The first statement writes, so the transaction takes SQLite's write lock at
-            // once (waiting out the busy timeout) instead of failing with BUSY when a read
-            // transaction later tries to upgrade: the effect of BEGIN IMMEDIATE.
-            changes::take_sqlite_write_lock(&tx).await?;
-        }
+        lock_for_writing(&tx).await?;
         let value = body(&tx).await?;
         tx.commit().await?;
         Ok(value)
     };
     run.await.map_err(Failure::Body)
+}
+
+async fn lock_for_writing(tx: &DatabaseTransaction) -> Result<()> {
+    if tx.get_database_backend() == DatabaseBackend::Sqlite {
+        // The first statement writes, so the transaction takes SQLite's write lock at
+        // once (waiting out the busy timeout) instead of failing with BUSY when a read
+        // transaction later tries to upgrade: the effect of BEGIN IMMEDIATE.
+        changes::take_sqlite_write_lock(tx).await?;
+    }
+    Ok(())
+}
+
+/// A write transaction for the caller to run and end, locked for writing as every write
+/// transaction is (a dry run's, which is rolled back).
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction> {
+    let tx = db.begin().await?;
+    lock_for_writing(&tx).await?;
+    Ok(tx)
+}
+
+/// A read-only transaction whose reads all see one snapshot: REPEATABLE READ on
+/// PostgreSQL; on SQLite (WAL) a read transaction keeps the snapshot of its first read.
+pub async fn snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction> {
+    let tx = match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
+        }
+        _ => db.begin().await?,
+    };
+    Ok(tx)
 }

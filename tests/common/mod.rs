@@ -18,8 +18,8 @@ use std::{
 
 use grantd::{
     api::pb::{
-        self, audit_service_client::AuditServiceClient, directory_service_client::DirectoryServiceClient,
-        grant_service_client::GrantServiceClient,
+        self, audit_service_client::AuditServiceClient, bulk_service_client::BulkServiceClient,
+        directory_service_client::DirectoryServiceClient, grant_service_client::GrantServiceClient,
     },
     auth::{self, Authenticator, KeyConfig, TokenRequest, Verifier},
     server::{self, ServerOptions},
@@ -250,6 +250,15 @@ impl TestServer {
 
     pub fn audit(&self) -> AuditServiceClient<Authed> {
         AuditServiceClient::new(self.admin_channel())
+    }
+
+    pub fn bulk(&self) -> BulkServiceClient<Authed> {
+        BulkServiceClient::new(self.admin_channel()).max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// A BulkService client whose calls carry `token`.
+    pub fn bulk_with(&self, token: &str) -> BulkServiceClient<Authed> {
+        BulkServiceClient::new(self.channel_as(Bearer::new(token)))
     }
 
     /// Clients acting as `subject` (not an admin).
