@@ -34,6 +34,12 @@ pub enum Command {
     /// Ask a running server's grpc.health.v1 whether it serves; exit 0 if so, 1 if not
     /// (for Docker HEALTHCHECK and exec probes).
     Health(HealthArgs),
+    /// Write organizations, the catalog, memberships and grants to standard output as JSON
+    /// lines, one snapshot of a running server (an administrator's token).
+    Export(ExportArgs),
+    /// Import JSON lines (or an Auth0 permissions answer) into a running server in
+    /// batches; running it again after a failure finishes it without duplicates.
+    Import(ImportArgs),
     /// Apply, revert or list schema migrations.
     Migrate {
         #[command(subcommand)]
@@ -276,19 +282,12 @@ pub struct TlsArgs {
     pub tls_client_ca: Option<PathBuf>,
 }
 
+/// How a client command reaches a running grantd.
 #[derive(Debug, Clone, Args)]
-pub struct HealthArgs {
+pub struct ConnectArgs {
     /// The server's address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub addr: String,
-
-    /// The service to ask about; the empty default means the whole server.
-    #[arg(long, default_value = "")]
-    pub service: String,
-
-    /// Give up after this many ms.
-    #[arg(long, default_value_t = 3_000)]
-    pub timeout_ms: u64,
 
     /// Speak TLS, trusting this PEM CA bundle.
     #[arg(long)]
@@ -297,6 +296,77 @@ pub struct HealthArgs {
     /// The name to expect in the server's certificate (default: the host of --addr).
     #[arg(long, requires = "tls_ca")]
     pub tls_domain: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    /// The service to ask about; the empty default means the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// Give up after this many ms.
+    #[arg(long, default_value_t = 3_000)]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    /// An administrator's token (`grantd token --subject ... --admin`).
+    #[arg(long, env = "GRANTD_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// Only this organization, its memberships and its grants (and the whole catalog).
+    #[arg(long)]
+    pub organization: Option<String>,
+}
+
+/// What `grantd import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// grantd's JSON lines, as `grantd export` writes them.
+    Jsonl,
+    /// The JSON array Auth0's Management API answers for a user's permissions
+    /// (`GET /api/v2/users/{id}/permissions`); needs --organization and --user.
+    Auth0,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    /// An administrator's token (`grantd token --subject ... --admin`).
+    #[arg(long, env = "GRANTD_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// The file to import; `-` reads standard input.
+    pub file: PathBuf,
+
+    /// Check everything and write nothing: the server runs the import and rolls it back.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The file's format.
+    #[arg(long = "from", value_enum, default_value_t = ImportFormat::Jsonl)]
+    pub format: ImportFormat,
+
+    /// With --from auth0: the organization the user's permissions are granted in.
+    #[arg(long, required_if_eq("format", "auth0"))]
+    pub organization: Option<String>,
+
+    /// With --from auth0: the user the permissions belong to (Auth0's user id).
+    #[arg(long, required_if_eq("format", "auth0"))]
+    pub user: Option<String>,
+
+    /// Records per batch; each batch is one transaction.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -21,6 +21,7 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod console;

@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use grantd::{
     auth::{self, Authenticator, TokenRequest, Verifier},
+    cli,
     config::{Cli, Command, HealthArgs, LogFormat, MigrateAction, ServeArgs, TokenArgs},
     metrics,
     server::{self, ServerOptions, TlsOptions},
@@ -41,6 +42,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let token = token(&args)?;
             println!("{}", if args.console { args.console_link(&token) } else { token });
         }
+        Command::Export(args) => return cli::export::run(args).await,
+        Command::Import(args) => return cli::import::run(args).await,
         Command::Health(args) => {
             if !health(&args).await? {
                 return Ok(ExitCode::FAILURE);
@@ -155,20 +158,7 @@ async fn stop_requested(mut stopping: watch::Receiver<bool>) {
 
 /// `grantd health`: exits 0 when the server reports SERVING, 1 otherwise.
 async fn health(args: &HealthArgs) -> anyhow::Result<bool> {
-    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
-    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.addr))?
-        .connect_timeout(Duration::from_millis(args.timeout_ms))
-        .timeout(Duration::from_millis(args.timeout_ms));
-    if let Some(ca) = &args.tls_ca {
-        let ca = fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-        let mut tls =
-            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
-        if let Some(domain) = &args.tls_domain {
-            tls = tls.domain_name(domain);
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
-    let channel = endpoint.connect().await.with_context(|| format!("cannot connect to {}", args.addr))?;
+    let channel = cli::connect(&args.connect, Some(Duration::from_millis(args.timeout_ms))).await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest { service: args.service.clone() })
         .await
