@@ -1,5 +1,5 @@
 //! How far an import or export got: a progress bar on a terminal, a log line every few
-//! seconds otherwise (CI logs, files), both on standard error.
+//! seconds otherwise (CI logs, files), both on standard error, and a sum-up at the end.
 
 use std::{
     io::IsTerminal,
@@ -14,7 +14,7 @@ pub struct Progress {
     verb: &'static str,
     bar: Option<ProgressBar>,
     started: Instant,
-    logged: Instant,
+    logged: Option<Instant>,
     records: u64,
 }
 
@@ -35,8 +35,7 @@ impl Progress {
             }
             bar
         });
-        let now = Instant::now();
-        Self { verb, bar, started: now, logged: now, records: 0 }
+        Self { verb, bar, started: Instant::now(), logged: None, records: 0 }
     }
 
     fn rate(&self) -> u64 {
@@ -54,17 +53,21 @@ impl Progress {
                 }
                 bar.set_message(format!("{} records, {}/s", self.records, self.rate()));
             }
-            None if self.logged.elapsed() >= LOG_EVERY => {
-                self.logged = Instant::now();
+            None if self.logged.unwrap_or(self.started).elapsed() >= LOG_EVERY => {
+                self.logged = Some(Instant::now());
                 eprintln!("{}: {} records so far, {}/s", self.verb, self.records, self.rate());
             }
             None => {}
         }
     }
 
+    /// Clears the bar and sums up, unless the run was too short for a log line: a quick
+    /// run in a script says only what its output says.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        } else if self.logged.is_none() {
+            return;
         }
         eprintln!(
             "{}: {} records in {:.1} s, {}/s",
