@@ -33,6 +33,11 @@ pub const HEADER_LIST_LIMIT: u32 = 4 * MAX_METADATA_BYTES as u32;
 /// (offsets, wire types) is logged, not sent.
 const UNDECODABLE: &str = "the request is not a valid protobuf message of the method's request type";
 
+/// Client streams last as long as their client sends: the time limit bounds the wait for
+/// each of their messages instead (BulkService). A server stream's answer starts at once
+/// and is not held up by this layer at all.
+const CLIENT_STREAMS: [&str; 1] = ["/grants.v1.BulkService/ImportGrants"];
+
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
     request_timeout: Duration,
@@ -93,6 +98,8 @@ where
                      accepts (authorization included)"
                 ))
                 .into_http()
+            } else if CLIENT_STREAMS.contains(&rpc.as_str()) {
+                inner.call(request).await?
             } else {
                 match tokio::time::timeout(limit, inner.call(request)).await {
                     Ok(response) => response?,

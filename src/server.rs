@@ -155,7 +155,8 @@ pub async fn serve(
         auth.clone(),
     ));
     let bulk = web.layer(InterceptedService::new(
-        BulkServiceServer::new(BulkApi::new(Bulk::new(db.clone(), writes))).max_decoding_message_size(limit),
+        BulkServiceServer::new(BulkApi::new(Bulk::new(db.clone(), writes, options.request_timeout)))
+            .max_decoding_message_size(limit),
         auth.clone(),
     ));
     let audit = web.layer(InterceptedService::new(

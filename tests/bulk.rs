@@ -18,6 +18,7 @@ backend_tests!(
     a_dry_run_writes_nothing_and_an_import_is_in_the_change_log,
     an_export_resumes_at_its_revision_unless_what_is_left_changed,
     only_unscoped_administrators_move_grants_in_bulk,
+    an_import_outlasts_the_request_timeout_but_not_a_stalled_client,
 );
 
 fn organization(id: &str) -> pb::BulkRecord {
@@ -417,4 +418,40 @@ async fn only_unscoped_administrators_move_grants_in_bulk(server: TestServer) {
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     }
     assert_eq!(snapshot(&server).await, before);
+}
+
+async fn an_import_outlasts_the_request_timeout_but_not_a_stalled_client(server: TestServer) {
+    let limit = std::time::Duration::from_millis(400);
+    let short = server.replica(|options| options.request_timeout = limit).await;
+    let records = vec![organization("acme"), permission("p.read"), member("acme", "alice"), member("acme", "bob")];
+
+    // Four batches, a pause before each: the import lasts longer than the limit, no wait does.
+    let (requests, receiver) = tokio::sync::mpsc::channel(1);
+    let call = tokio::spawn({
+        let mut client = short.bulk();
+        async move { client.import_grants(ReceiverStream::new(receiver)).await }
+    });
+    for record in records {
+        tokio::time::sleep(limit / 2).await;
+        requests.send(pb::ImportGrantsRequest { records: vec![record], dry_run: false }).await.expect("send");
+    }
+    drop(requests);
+    let answer = call.await.expect("the call").expect("a long import").into_inner();
+    assert_eq!(answer.added, 4);
+
+    // A client that sends one batch and then nothing is let go after the limit.
+    let (requests, receiver) = tokio::sync::mpsc::channel(1);
+    let call = tokio::spawn({
+        let mut client = short.bulk();
+        async move { client.import_grants(ReceiverStream::new(receiver)).await }
+    });
+    requests
+        .send(pb::ImportGrantsRequest { records: vec![member("acme", "carol")], dry_run: false })
+        .await
+        .expect("send");
+    let stalled = call.await.expect("the call").expect_err("a stalled import");
+    assert_eq!(stalled.code(), Code::DeadlineExceeded, "{stalled:?}");
+    assert!(stalled.message().contains("no batch arrived for 400 ms"), "{}", stalled.message());
+    drop(requests);
+    assert_eq!(short.count_rows("memberships").await, 3, "the batch before the stall was written");
 }

@@ -64,7 +64,8 @@ impl pb::bulk_service_server::BulkService for BulkApi {
             // The first message decides; a dry run keeps one transaction for them all.
             let mut dry_run = None;
             let mut rehearsal = None;
-            while let Some(batch) = batches.message().await.map_err(broken_stream)? {
+            let patience = self.bulk.patience;
+            while let Some(batch) = next_batch(&mut batches, patience).await? {
                 let pb::ImportGrantsRequest { records, dry_run: this_dry_run } = batch;
                 match dry_run {
                     None => {
@@ -104,9 +105,22 @@ impl pb::bulk_service_server::BulkService for BulkApi {
     }
 }
 
-/// A client stream that broke off is no request we can answer; what it sent so far stays.
-fn broken_stream(status: Status) -> Error {
-    FieldViolation::new("records", format!("the request stream broke off: {}", status.message())).into()
+/// The client's next batch, waited for at most `patience`. A stream that broke off or
+/// stalled is no request we can finish; what it sent so far stays.
+async fn next_batch(
+    batches: &mut Streaming<pb::ImportGrantsRequest>,
+    patience: std::time::Duration,
+) -> Result<Option<pb::ImportGrantsRequest>> {
+    match tokio::time::timeout(patience, batches.message()).await {
+        Ok(Ok(batch)) => Ok(batch),
+        Ok(Err(status)) => {
+            Err(FieldViolation::new("records", format!("the request stream broke off: {}", status.message())).into())
+        }
+        Err(_) => Err(Error::TimedOut(format!(
+            "no batch arrived for {} ms; the batches before were written, run the import again to finish",
+            patience.as_millis()
+        ))),
+    }
 }
 
 /// Where a batch goes: committed through the write path, or into a dry run.

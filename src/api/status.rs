@@ -64,6 +64,7 @@ impl From<Error> for Status {
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             Error::SnapshotChanged(message) => Status::aborted(message),
+            Error::TimedOut(message) => Status::deadline_exceeded(message),
             Error::WatchInterrupted { reason: Interruption::FellBehind, message } => Status::aborted(message),
             Error::WatchInterrupted { reason: Interruption::TokenExpired, message } => Status::unauthenticated(message),
             Error::WatchInterrupted { reason: Interruption::Unavailable, message } => Status::unavailable(message),

@@ -40,6 +40,11 @@ pub enum Error {
     #[error("{0}")]
     SnapshotChanged(String),
 
+    /// A stream's other end kept us waiting longer than the server allows; the message
+    /// says for what.
+    #[error("{0}")]
+    TimedOut(String),
+
     /// A serialization failure or deadlock; retried by the transaction loop.
     #[error("transaction conflict")]
     Conflict,

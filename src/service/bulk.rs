@@ -5,6 +5,7 @@
 use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
+    time::Duration,
 };
 
 use tokio::sync::mpsc;
@@ -36,6 +37,10 @@ const EXPORT_READ_AHEAD: usize = 2;
 pub struct Bulk {
     db: DatabaseConnection,
     writes: Writes,
+    /// The longest an export waits for its client to take a message, and an import for
+    /// its client's next batch: neither holds a connection (or a dry run's transaction)
+    /// for a client that stopped.
+    pub patience: Duration,
 }
 
 /// One record of an export.
@@ -57,8 +62,8 @@ pub struct ExportChunk {
 
 impl Bulk {
     /// Exports read on `db`; imports write through `writes`.
-    pub fn new(db: DatabaseConnection, writes: Writes) -> Self {
-        Self { db, writes }
+    pub fn new(db: DatabaseConnection, writes: Writes, patience: Duration) -> Self {
+        Self { db, writes, patience }
     }
 
     /// Whether `actor` may import: an administrator whose token reaches every organization.
@@ -106,10 +111,10 @@ impl Bulk {
             resolve::organization(&self.db, organization).await?;
         }
         let (sender, receiver) = mpsc::channel(EXPORT_READ_AHEAD);
-        let db = self.db.clone();
+        let (db, patience) = (self.db.clone(), self.patience);
         tokio::spawn(async move {
-            if let Err(err) = export_into(&db, organization, start, &scope, &sender).await {
-                let _ = sender.send(Err(err)).await;
+            if let Err(err) = export_into(&db, organization, start, &scope, &sender, patience).await {
+                let _ = sender.send_timeout(Err(err), patience).await;
             }
         });
         Ok(receiver)
@@ -457,6 +462,7 @@ async fn export_into(
     start: Option<Cursor>,
     scope: &str,
     sender: &mpsc::Sender<Result<ExportChunk>>,
+    patience: Duration,
 ) -> Result<()> {
     let tx = storage::tx::snapshot(db).await?;
     let current = storage::changes::current_revision(&tx).await?;
@@ -486,7 +492,8 @@ async fn export_into(
         // Every export states its revision, even one with nothing in it.
         if !items.is_empty() || (done && !sent_any) {
             let chunk = ExportChunk { revision: cursor.revision, items, cursor: cursor.seal(scope) };
-            if sender.send(Ok(chunk)).await.is_err() {
+            // A client that stopped reading is left to resume from its last cursor.
+            if sender.send_timeout(Ok(chunk), patience).await.is_err() {
                 return Ok(());
             }
             sent_any = true;
