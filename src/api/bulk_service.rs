@@ -96,6 +96,9 @@ impl pb::bulk_service_server::BulkService for BulkApi {
                 import_batch(writer, records, position, &mut answer).await?;
                 position += size;
             }
+            if rehearsal.is_none() {
+                self.bulk.imported(answer.added).await?;
+            }
             if answer.revision == 0 {
                 answer.revision = convert::revision(self.bulk.current_revision().await?);
             }

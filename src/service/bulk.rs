@@ -27,6 +27,9 @@ use crate::{
     },
 };
 
+/// Records an import adds before their tables' statistics are gathered again.
+const ANALYZE_AFTER: u64 = 10_000;
+
 /// Records per ExportGrants message.
 const EXPORT_PAGE: u64 = 1_000;
 /// Messages an export reads ahead of its client; the rest waits in the database.
@@ -69,6 +72,15 @@ impl Bulk {
     /// Whether `actor` may import: an administrator whose token reaches every organization.
     pub fn authorize(&self, actor: &Actor) -> Result<()> {
         access::require_admin(actor, "ImportGrants")
+    }
+
+    /// After an import wrote much: the planner's statistics of what it filled, so that
+    /// reads of the loaded tables (an export first) use their indexes.
+    pub async fn imported(&self, added: u64) -> Result<()> {
+        if added >= ANALYZE_AFTER {
+            storage::analyze_loaded_tables(&self.writes.db).await?;
+        }
+        Ok(())
     }
 
     /// The latest committed revision.

@@ -31,6 +31,18 @@ pub fn log_statements(db: &mut DatabaseConnection, log: &StatementLog) {
     db.set_metric_callback(move |info| log(&info.statement.sql));
 }
 
+/// Gathers the planner's statistics of the tables an import fills, as PostgreSQL's and
+/// SQLite's manuals advise after loading much data: until autovacuum gets to them (never,
+/// where it is off), plans made for the empty tables would scan the loaded ones.
+pub async fn analyze_loaded_tables(conn: &impl ConnectionTrait) -> crate::domain::Result<()> {
+    let sql = match conn.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => "ANALYZE organizations, permissions, memberships, grants",
+        _ => "ANALYZE",
+    };
+    conn.execute_unprepared(sql).await?;
+    Ok(())
+}
+
 /// Whether `url` names an in-memory SQLite database, which lives as long as the pool
 /// that opened it and is seen by that pool's connections only.
 pub fn is_in_memory(url: &str) -> bool {
