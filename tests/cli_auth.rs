@@ -43,6 +43,8 @@ const GRANTD_VARS: &[&str] = &[
     "GRANTD_TLS_CLIENT_CA",
     "GRANTD_INSECURE_NO_AUTH",
     "GRANTD_DEV",
+    "GRANTD_CONSOLE",
+    "GRANTD_TOKEN",
 ];
 
 #[test]
