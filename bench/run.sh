@@ -122,6 +122,9 @@ sqlite_ceiling() { # run scenario clients
 has_ceiling() { [[ " $CEILING_CLIENTS " == *" $1 "* ]]; }
 for run in $(seq 1 "$RUNS"); do
   log "run $run of $RUNS"
+  # As autovacuum would between runs (it is off on some machines, this one included): each
+  # run plans against statistics of the tables as they are, not as the seed left them.
+  psql -q -d "$DB" -c "VACUUM ANALYZE"
   for c in $CLIENTS; do
     for scenario in check add; do
       bench postgres "$run" "$scenario" --clients "$c" --duration "$DURATION"
