@@ -1,6 +1,6 @@
 use std::pin::Pin;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -258,9 +258,8 @@ fn import_record(record: pb::BulkRecord) -> Result<ImportRecord, FieldViolation>
 /// An optional timestamp: `Some(None)` when absent, `None` when out of range.
 fn time(v: &mut Violations, field: &str, at: Option<&Timestamp>) -> Option<Option<DateTime<Utc>>> {
     let Some(at) = at else { return Some(None) };
-    let parsed = u32::try_from(at.nanos).ok().and_then(|nanos| DateTime::from_timestamp(at.seconds, nanos));
-    match parsed {
-        Some(at) => Some(Some(at.trunc_subsecs(6))),
+    match convert::time_from_wire(at) {
+        Some(at) => Some(Some(at)),
         None => {
             v.add(field, "is not a valid timestamp");
             None

@@ -1,6 +1,6 @@
 //! Domain values to protobuf messages.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use prost_types::Timestamp;
 
 use super::pb;
@@ -8,6 +8,13 @@ use crate::domain::model::{Change, ChangeKind, Grant, Membership, Organization, 
 
 pub fn timestamp(at: DateTime<Utc>) -> Option<Timestamp> {
     Some(Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) })
+}
+
+/// A time a client sent, at the precision grantd stores (microseconds); `None` when it
+/// is no instant chrono can hold.
+pub fn time_from_wire(at: &Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(at.nanos).ok()?;
+    DateTime::from_timestamp(at.seconds, nanos).map(|at| at.trunc_subsecs(6))
 }
 
 /// Revisions start at zero and only grow; the wire carries them unsigned.

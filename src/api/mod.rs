@@ -5,7 +5,7 @@
 mod audit_service;
 mod bulk_service;
 mod context;
-mod convert;
+pub(crate) mod convert;
 mod directory_service;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -1,12 +1,14 @@
 //! grantd's JSON lines: one object per line with one key saying what it is. `grantd
 //! export` writes them, `grantd import` reads them (docs/bulk.md shows every kind).
 
-use chrono::{DateTime, SubsecRound, Utc};
-use prost_types::Timestamp;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::pb::{self, bulk_record::Record},
+    api::{
+        convert::{time_from_wire, timestamp},
+        pb::{self, bulk_record::Record},
+    },
     domain::{IdError, OrganizationId, PermissionName, ResourceId, ResourceType, UserId},
 };
 
@@ -169,18 +171,18 @@ impl Line {
             Line::Organization(o) => Record::Organization(pb::Organization {
                 id: o.id,
                 display_name: o.display_name,
-                created_at: o.created_at.map(timestamp),
+                created_at: o.created_at.and_then(timestamp),
             }),
             Line::Permission(p) => Record::Permission(pb::Permission {
                 name: p.name,
                 description: p.description,
-                created_at: p.created_at.map(timestamp),
+                created_at: p.created_at.and_then(timestamp),
                 ..Default::default()
             }),
             Line::Membership(m) => Record::Membership(pb::Membership {
                 organization_id: m.organization_id,
                 user_id: m.user_id,
-                added_at: m.added_at.map(timestamp),
+                added_at: m.added_at.and_then(timestamp),
                 added_by: m.added_by.unwrap_or_default(),
             }),
             Line::Grant(g) => Record::Grant(pb::Grant {
@@ -188,7 +190,7 @@ impl Line {
                 user_id: g.user_id,
                 permission_name: g.permission,
                 resource: g.resource.map(|r| pb::Resource { r#type: r.kind, id: r.id }),
-                granted_at: g.granted_at.map(timestamp),
+                granted_at: g.granted_at.and_then(timestamp),
                 granted_by: g.granted_by.unwrap_or_default(),
                 ..Default::default()
             }),
@@ -202,17 +204,17 @@ impl Line {
             Record::Organization(o) => Line::Organization(OrganizationLine {
                 id: o.id,
                 display_name: o.display_name,
-                created_at: o.created_at.as_ref().and_then(time),
+                created_at: o.created_at.as_ref().and_then(time_from_wire),
             }),
             Record::Permission(p) => Line::Permission(PermissionLine {
                 name: p.name,
                 description: p.description,
-                created_at: p.created_at.as_ref().and_then(time),
+                created_at: p.created_at.as_ref().and_then(time_from_wire),
             }),
             Record::Membership(m) => Line::Membership(MembershipLine {
                 organization_id: m.organization_id,
                 user_id: m.user_id,
-                added_at: m.added_at.as_ref().and_then(time),
+                added_at: m.added_at.as_ref().and_then(time_from_wire),
                 added_by: Some(m.added_by).filter(|by| !by.is_empty()),
             }),
             Record::Grant(g) => {
@@ -226,21 +228,12 @@ impl Line {
                     user_id: g.user_id,
                     permission: g.permission_name,
                     resource,
-                    granted_at: g.granted_at.as_ref().and_then(time),
+                    granted_at: g.granted_at.as_ref().and_then(time_from_wire),
                     granted_by: Some(g.granted_by).filter(|by| !by.is_empty()),
                 })
             }
         })
     }
-}
-
-fn timestamp(at: DateTime<Utc>) -> Timestamp {
-    Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
-}
-
-fn time(at: &Timestamp) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(at.nanos).ok()?;
-    DateTime::from_timestamp(at.seconds, nanos).map(|at| at.trunc_subsecs(6))
 }
 
 #[cfg(test)]
