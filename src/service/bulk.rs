@@ -446,24 +446,16 @@ impl Cursor {
     }
 }
 
-/// What a resumed export has left, as the change log is asked about it.
-fn remaining(place: &Place) -> ExportPlace<'_> {
-    const START: (&str, &str) = ("", "");
-    static FIRST_GRANT: std::sync::LazyLock<GrantKey> = std::sync::LazyLock::new(|| GrantKey {
-        organization_id: String::new(),
-        user_id: String::new(),
-        resource_type: String::new(),
-        resource_id: String::new(),
-        permission_id: Uuid::nil(),
-    });
-    match place {
+/// What a resumed export has left, as the change log is asked about it; nothing once done.
+fn remaining(place: &Place) -> Option<ExportPlace<'_>> {
+    Some(match place {
         Place::Organizations(_) | Place::Permissions(_) => ExportPlace::Beginning,
         Place::Memberships(after) => {
-            ExportPlace::Memberships { after: after.as_ref().map_or(START, |(o, u)| (o.as_str(), u.as_str())) }
+            ExportPlace::Memberships { after: after.as_ref().map(|(o, u)| (o.as_str(), u.as_str())) }
         }
-        Place::Grants(after) => ExportPlace::Grants { after: after.as_ref().unwrap_or(&FIRST_GRANT) },
-        Place::Done => ExportPlace::Grants { after: &FIRST_GRANT },
-    }
+        Place::Grants(after) => ExportPlace::Grants { after: after.as_ref() },
+        Place::Done => return None,
+    })
 }
 
 /// Reads the export in one snapshot, a page per message, until its end or until the
@@ -482,10 +474,12 @@ async fn export_into(
     let mut cursor = match start {
         None => Cursor { revision: current, place: Place::Organizations(None) },
         Some(cursor) => {
-            let moved_on = cursor.revision != current
-                && !matches!(cursor.place, Place::Done)
-                && storage::changes::touched_since(&tx, cursor.revision, organization, remaining(&cursor.place))
-                    .await?;
+            let moved_on = match remaining(&cursor.place) {
+                Some(left) if cursor.revision != current => {
+                    storage::changes::touched_since(&tx, cursor.revision, organization, left).await?
+                }
+                _ => false,
+            };
             if moved_on {
                 return Err(Error::SnapshotChanged(format!(
                     "what this export had left to send changed after revision {}, its snapshot; export again from \

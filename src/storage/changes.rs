@@ -415,10 +415,10 @@ fn to_change(row: change::Model) -> Result<Change> {
 pub enum ExportPlace<'a> {
     /// Still in the organizations or the catalog: everything is left.
     Beginning,
-    /// In the memberships, after this `(organization, user)`.
-    Memberships { after: (&'a str, &'a str) },
-    /// In the grants, after this key.
-    Grants { after: &'a GrantKey },
+    /// In the memberships, after this `(organization, user)` (from the first when `None`).
+    Memberships { after: Option<(&'a str, &'a str)> },
+    /// In the grants, after this key (from the first when `None`).
+    Grants { after: Option<&'a GrantKey> },
 }
 
 /// Whether a change after `revision`, or one committed but not numbered yet, touches
@@ -444,7 +444,10 @@ pub async fn touched_since(
     );
     match place {
         ExportPlace::Beginning => {}
-        ExportPlace::Memberships { after: (organization, user) } => {
+        ExportPlace::Memberships { after: None } => {
+            conditions.push(format!("(c.kind IN {grant_kinds} OR c.kind IN {member_kinds})"));
+        }
+        ExportPlace::Memberships { after: Some((organization, user)) } => {
             values.extend([organization.into(), user.into()]);
             let n = values.len();
             conditions.push(format!(
@@ -453,7 +456,8 @@ pub async fn touched_since(
                 p(n)
             ));
         }
-        ExportPlace::Grants { after } => {
+        ExportPlace::Grants { after: None } => conditions.push(format!("c.kind IN {grant_kinds}")),
+        ExportPlace::Grants { after: Some(after) } => {
             values.extend([
                 after.organization_id.as_str().into(),
                 after.user_id.as_str().into(),
