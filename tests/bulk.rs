@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{ADMIN, TestServer, mint, proto as pb, snapshot, token};
+use common::{ADMIN, TestServer, grant_lines, member_ids, mint, proto as pb, snapshot, token};
 use grantd::auth::TokenRequest;
 use pb::bulk_record::Record;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
@@ -152,34 +152,6 @@ async fn state(server: &TestServer, times: bool) -> BTreeSet<String> {
         .collect()
 }
 
-/// The user's grants as ListUserPermissions answers them, without permission ids.
-async fn grants_of(server: &TestServer, organization_id: &str, user_id: &str) -> BTreeSet<String> {
-    let mut all = BTreeSet::new();
-    let mut page_token = String::new();
-    loop {
-        let page = server
-            .grants()
-            .list_user_permissions(pb::ListUserPermissionsRequest {
-                organization_id: organization_id.into(),
-                user_id: user_id.into(),
-                page_size: 1000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        all.extend(page.grants.into_iter().map(|g| {
-            let r = g.resource.expect("resource");
-            format!("{} {}/{} {} {}", g.permission_name, r.r#type, r.id, at(&g.granted_at), g.granted_by)
-        }));
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        page_token = page.next_page_token;
-    }
-}
-
 async fn another_server(server: &TestServer, name: &str) -> TestServer {
     TestServer::start(server.backend, &format!("bulk::{name}::{:?}", server.backend)).await.expect("a second server")
 }
@@ -209,7 +181,7 @@ async fn an_export_imported_into_an_empty_database_gives_everyone_the_same_grant
     ] {
         for user in users {
             let (before, after) =
-                (grants_of(&source, organization, &user).await, grants_of(&target, organization, &user).await);
+                (grant_lines(&source, organization, &user).await, grant_lines(&target, organization, &user).await);
             assert!(!before.is_empty());
             assert_eq!(before, after, "{user} in {organization}");
         }
@@ -291,17 +263,7 @@ async fn a_batch_with_bad_records_writes_nothing_and_names_each_one(server: Test
     assert_eq!(answer.added, 6, "the first and the last batch");
 
     // Nothing of the two bad batches was written: neither bob's nor dave's membership.
-    let members = server
-        .directory()
-        .list_organization_members(pb::ListOrganizationMembersRequest {
-            organization_id: "acme".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("members")
-        .into_inner()
-        .members;
-    let users: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+    let users = member_ids(&server, "acme").await;
     assert_eq!(users, vec!["alice", "erin"]);
     assert_eq!(server.count_rows("grants").await, 2);
 }

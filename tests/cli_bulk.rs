@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ADMIN, TestServer, add_member, create_org, create_permission, proto as pb, resource, snapshot, token};
+use common::{
+    ADMIN, TestServer, add_member, create_org, create_permission, grant_lines, member_ids, proto as pb, resource,
+    snapshot, token,
+};
 
 const GRANTD: &str = env!("CARGO_BIN_EXE_grantd");
 
@@ -47,31 +50,6 @@ fn write(path: &Path, lines: &[String]) {
     for line in lines {
         writeln!(file, "{line}").expect("write a line");
     }
-}
-
-async fn grants_of(server: &TestServer, organization_id: &str, user_id: &str) -> Vec<String> {
-    let page = server
-        .grants()
-        .list_user_permissions(pb::ListUserPermissionsRequest {
-            organization_id: organization_id.into(),
-            user_id: user_id.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    let mut grants: Vec<String> = page
-        .grants
-        .into_iter()
-        .map(|g| {
-            let r = g.resource.expect("resource");
-            let at = g.granted_at.expect("granted_at");
-            format!("{} {}/{} {}.{} {}", g.permission_name, r.r#type, r.id, at.seconds, at.nanos, g.granted_by)
-        })
-        .collect();
-    grants.sort();
-    grants
 }
 
 fn grant_line(organization: &str, user: &str, permission: &str) -> String {
@@ -116,7 +94,7 @@ async fn an_export_imported_with_the_cli_gives_everyone_the_same_grants(source: 
     assert!(imported.status.success(), "{}", text(&imported));
     assert!(text(&imported).contains("9 added, 2 already held, 0 rejected, 0 not written"), "{}", text(&imported));
     for user in ["auth0|alice", "bob"] {
-        assert_eq!(grants_of(&source, "acme", user).await, grants_of(&target, "acme", user).await, "{user}");
+        assert_eq!(grant_lines(&source, "acme", user).await, grant_lines(&target, "acme", user).await, "{user}");
     }
 }
 
@@ -144,17 +122,7 @@ async fn a_malformed_line_is_named_and_nothing_of_its_batch_is_written(server: T
     assert!(said.contains("line 4: unknown field `permision`"), "{said}");
     assert!(said.contains("line 6: grant.permission_name: there is no permission documents:nope"), "{said}");
     assert!(said.contains("4 added, 0 already held, 2 rejected, 2 not written"), "{said}");
-    let members = server
-        .directory()
-        .list_organization_members(pb::ListOrganizationMembersRequest {
-            organization_id: "acme".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("members")
-        .into_inner()
-        .members;
-    let users: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+    let users = member_ids(&server, "acme").await;
     assert_eq!(users, vec!["alice", "dave"], "bob's and carol's batches wrote nothing");
 }
 
@@ -192,7 +160,7 @@ async fn an_auth0_answer_becomes_grants_on_its_api(server: TestServer) {
     let rest = [file.to_str().expect("path"), "--from", "auth0", "--organization", "acme", "--user", "auth0|alice"];
     let output = grantd(args("import", &server, &rest)).await;
     assert!(output.status.success(), "{}", text(&output));
-    let grants: Vec<String> = grants_of(&server, "acme", "auth0|alice")
+    let grants: Vec<String> = grant_lines(&server, "acme", "auth0|alice")
         .await
         .into_iter()
         .map(|g| g.split(' ').take(2).collect::<Vec<_>>().join(" "))

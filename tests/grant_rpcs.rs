@@ -4,7 +4,9 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::{TestServer, add_member, bad_request_fields, create_org, create_permission, proto as pb, resource};
+use common::{
+    TestServer, add_member, bad_request_fields, create_org, create_permission, list_grants, proto as pb, resource,
+};
 use futures::future::join_all;
 use pb::check_permission_request::Permission;
 use tonic::Code;
@@ -152,37 +154,6 @@ async fn grant(
         .into_inner()
 }
 
-/// Every grant of the user in the organization, reading page after page.
-async fn list_all(
-    server: &TestServer,
-    organization_id: &str,
-    user_id: &str,
-    filter: Option<pb::Resource>,
-) -> Vec<pb::Grant> {
-    let mut grants = server.grants();
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = grants
-            .list_user_permissions(pb::ListUserPermissionsRequest {
-                organization_id: organization_id.into(),
-                user_id: user_id.into(),
-                resource: filter.clone(),
-                page_size: 1000,
-                page_token,
-                at_least_revision: 0,
-            })
-            .await
-            .expect("list user permissions")
-            .into_inner();
-        all.extend(page.grants);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        page_token = page.next_page_token;
-    }
-}
-
 /// `(resource type, resource id, permission id)` of each grant, in the order given.
 fn keys(grants: &[pb::Grant]) -> Vec<(String, String, String)> {
     grants
@@ -324,7 +295,7 @@ async fn one_unknown_permission_id_rejects_the_whole_batch(server: TestServer) {
         .expect_err("one unknown permission id");
 
     assert_not_found_naming(&status, &unknown);
-    assert!(list_all(&server, "acme", "alice", None).await.is_empty(), "no grant of the batch may be stored");
+    assert!(list_grants(&server, "acme", "alice", None).await.is_empty(), "no grant of the batch may be stored");
     assert_eq!(server.count_rows("grants").await, 0);
     assert_eq!(server.latest_revision().await, before, "a rejected request records no change");
 }
@@ -345,7 +316,7 @@ async fn one_unknown_permission_name_rejects_the_whole_batch(server: TestServer)
         .expect_err("one unknown permission name");
 
     assert_not_found_naming(&status, "atomic.missing");
-    assert!(list_all(&server, "acme", "alice", None).await.is_empty(), "no grant of the batch may be stored");
+    assert!(list_grants(&server, "acme", "alice", None).await.is_empty(), "no grant of the batch may be stored");
     assert_eq!(server.count_rows("grants").await, 0);
     assert_eq!(server.latest_revision().await, before, "a rejected request records no change");
 }
@@ -392,7 +363,7 @@ async fn adding_and_removing_twice_reports_the_work_as_done(server: TestServer) 
     assert_eq!(partial.added, vec![delete.clone()]);
     assert_eq!(partial.already_held, vec![read.clone()]);
     assert!(partial.revision > first.revision);
-    assert_eq!(list_all(&server, "acme", "alice", None).await.len(), 4);
+    assert_eq!(list_grants(&server, "acme", "alice", None).await.len(), 4);
 
     let everything = [read.clone(), write.clone(), share.clone(), delete.clone()];
     let remove = remove_request("acme", "alice", &everything, &[], resource("folder", "f1"));
@@ -417,7 +388,7 @@ async fn adding_and_removing_twice_reports_the_work_as_done(server: TestServer) 
         .expect("list changes")
         .into_inner();
     assert!(changes.changes.is_empty(), "no change events after the last real change: {:?}", changes.changes);
-    assert!(list_all(&server, "acme", "alice", None).await.is_empty());
+    assert!(list_grants(&server, "acme", "alice", None).await.is_empty());
 }
 
 /// Ids first, then names, each permission once (the first time it is listed), whether it
@@ -548,7 +519,7 @@ async fn a_resources_grants_list_in_the_order_their_permissions_were_created(ser
     grant(&server, "acme", "alice", &reversed, resource("folder", "f1")).await;
 
     let listed: Vec<String> =
-        list_all(&server, "acme", "alice", None).await.into_iter().map(|g| g.permission_name).collect();
+        list_grants(&server, "acme", "alice", None).await.into_iter().map(|g| g.permission_name).collect();
     assert_eq!(listed, names, "grants on one resource list in the order their permissions were created");
 }
 
@@ -593,7 +564,7 @@ async fn duplicates_count_once_towards_the_batch_limit(server: TestServer) {
     let removals = removals.expect("checked above");
     assert_eq!(removals.len(), 1000, "one result per distinct resource");
     assert_eq!(removals[0], counted("folder", "f0", "acme", 1000));
-    assert!(list_all(&server, "acme", "alice", None).await.is_empty());
+    assert!(list_grants(&server, "acme", "alice", None).await.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -695,8 +666,8 @@ async fn removing_a_member_revokes_their_grants_in_that_organization_only(server
     grant(&server, "org-a", "bob", &[&read], resource("folder", "f1")).await;
     assert!(check(&server, "org-a", "alice", by_name("documents:read"), resource("document", "d1")).await.allowed);
     let before = server.latest_revision().await;
-    let in_b = keys(&list_all(&server, "org-b", "alice", None).await);
-    let bob_in_a = keys(&list_all(&server, "org-a", "bob", None).await);
+    let in_b = keys(&list_grants(&server, "org-b", "alice", None).await);
+    let bob_in_a = keys(&list_grants(&server, "org-a", "bob", None).await);
 
     let mut grants = server.grants();
     let request = pb::RemoveUserFromOrganizationRequest {
@@ -708,7 +679,7 @@ async fn removing_a_member_revokes_their_grants_in_that_organization_only(server
     assert_eq!(removed.removed_grant_count, 5);
     assert!(removed.revision > before);
 
-    assert!(list_all(&server, "org-a", "alice", None).await.is_empty());
+    assert!(list_grants(&server, "org-a", "alice", None).await.is_empty());
     for (permission, target) in [
         ("documents:read", resource("document", "d1")),
         ("documents:write", resource("document", "d1")),
@@ -719,9 +690,9 @@ async fn removing_a_member_revokes_their_grants_in_that_organization_only(server
         assert!(!answer.allowed, "{permission} on {target:?} must be denied after the removal");
         assert!(answer.matched.is_none());
     }
-    assert_eq!(keys(&list_all(&server, "org-b", "alice", None).await), in_b, "org-b is untouched");
+    assert_eq!(keys(&list_grants(&server, "org-b", "alice", None).await), in_b, "org-b is untouched");
     assert!(check(&server, "org-b", "alice", by_name("documents:write"), resource("folder", "f1")).await.allowed);
-    assert_eq!(keys(&list_all(&server, "org-a", "bob", None).await), bob_in_a, "other members are untouched");
+    assert_eq!(keys(&list_grants(&server, "org-a", "bob", None).await), bob_in_a, "other members are untouched");
     assert_eq!(organizations_of(&server, "alice").await, vec!["org-b".to_owned()]);
 
     // The trail shows the five revocations and the membership removal.
@@ -773,8 +744,8 @@ async fn removing_resource_permissions_per_user_and_for_all_users(server: TestSe
     grant(&server, "acme", "bob", &[&p1], resource("folder", "f1")).await;
     grant(&server, "acme", "bob", &[&p2], resource("document", "d1")).await;
     grant(&server, "acme", "bob", &[&p2], resource("folder", "f2")).await;
-    let alice_before = keys(&list_all(&server, "acme", "alice", None).await);
-    let bob_before = keys(&list_all(&server, "acme", "bob", None).await);
+    let alice_before = keys(&list_grants(&server, "acme", "alice", None).await);
+    let bob_before = keys(&list_grants(&server, "acme", "bob", None).await);
     assert_eq!((alice_before.len(), bob_before.len()), (5, 3));
     let mut grants = server.grants();
 
@@ -805,8 +776,8 @@ async fn removing_resource_permissions_per_user_and_for_all_users(server: TestSe
         .await
         .expect_err("unknown organization");
     assert_not_found_naming(&status, "no-such-org");
-    assert_eq!(keys(&list_all(&server, "acme", "alice", None).await), alice_before, "nothing may be removed");
-    assert_eq!(keys(&list_all(&server, "acme", "bob", None).await), bob_before);
+    assert_eq!(keys(&list_grants(&server, "acme", "alice", None).await), alice_before, "nothing may be removed");
+    assert_eq!(keys(&list_grants(&server, "acme", "bob", None).await), bob_before);
 
     // user_id together with all_users.
     let status = grants
@@ -818,7 +789,7 @@ async fn removing_resource_permissions_per_user_and_for_all_users(server: TestSe
         .await
         .expect_err("user_id with all_users");
     assert_invalid_field(&status, "user_id");
-    assert_eq!(keys(&list_all(&server, "acme", "alice", None).await), alice_before, "nothing may be removed");
+    assert_eq!(keys(&list_grants(&server, "acme", "alice", None).await), alice_before, "nothing may be removed");
 
     // One user's grants, answered per resource in request order.
     let answer = grants
@@ -844,10 +815,10 @@ async fn removing_resource_permissions_per_user_and_for_all_users(server: TestSe
     );
     assert_eq!(answer.revision, server.latest_revision().await);
     assert_eq!(
-        sorted(&keys(&list_all(&server, "acme", "alice", None).await)),
+        sorted(&keys(&list_grants(&server, "acme", "alice", None).await)),
         sorted(&[key("document", "d1", &p1), key("organization", "acme", &p2)])
     );
-    assert_eq!(keys(&list_all(&server, "acme", "bob", None).await), bob_before, "bob's grants stay");
+    assert_eq!(keys(&list_grants(&server, "acme", "bob", None).await), bob_before, "bob's grants stay");
 
     // Every user's grants on a deleted document.
     let answer = grants
@@ -860,9 +831,9 @@ async fn removing_resource_permissions_per_user_and_for_all_users(server: TestSe
         .expect("remove everyone's grants on d1")
         .into_inner();
     assert_eq!(removal_counts(&answer), vec![counted("document", "d1", "acme", 2)]);
-    assert_eq!(keys(&list_all(&server, "acme", "alice", None).await), vec![key("organization", "acme", &p2)]);
+    assert_eq!(keys(&list_grants(&server, "acme", "alice", None).await), vec![key("organization", "acme", &p2)]);
     assert_eq!(
-        sorted(&keys(&list_all(&server, "acme", "bob", None).await)),
+        sorted(&keys(&list_grants(&server, "acme", "bob", None).await)),
         sorted(&[key("folder", "f1", &p1), key("folder", "f2", &p2)]),
         "grants on other resources stay"
     );
@@ -878,8 +849,8 @@ async fn removing_resource_permissions_per_user_and_for_all_users(server: TestSe
         .expect("remove alice's org-level grants")
         .into_inner();
     assert_eq!(removal_counts(&answer), vec![counted("organization", "acme", "acme", 1)]);
-    assert!(list_all(&server, "acme", "alice", None).await.is_empty());
-    assert_eq!(list_all(&server, "acme", "bob", None).await.len(), 2);
+    assert!(list_grants(&server, "acme", "alice", None).await.is_empty());
+    assert_eq!(list_grants(&server, "acme", "bob", None).await.len(), 2);
     assert!(!check(&server, "acme", "alice", by_name("p.two"), None).await.allowed);
 }
 
@@ -910,7 +881,7 @@ async fn grants_are_only_for_members_of_existing_organizations(server: TestServe
 
     assert_eq!(server.count_rows("grants").await, 0);
     assert_eq!(server.latest_revision().await, before);
-    assert!(list_all(&server, "acme", "carol", None).await.is_empty());
+    assert!(list_grants(&server, "acme", "carol", None).await.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1086,14 +1057,14 @@ async fn list_user_permissions_filters_and_rejects_foreign_page_tokens(server: T
     }
     let (lo, hi) = if p1 < p2 { (&p1, &p2) } else { (&p2, &p1) };
 
-    let folders = list_all(&server, "acme", "alice", resource("folder", "")).await;
+    let folders = list_grants(&server, "acme", "alice", resource("folder", "")).await;
     assert_eq!(keys(&folders), vec![key("folder", "f1", lo), key("folder", "f1", hi), key("folder", "f2", &p1)]);
-    let f1 = list_all(&server, "acme", "alice", resource("folder", "f1")).await;
+    let f1 = list_grants(&server, "acme", "alice", resource("folder", "f1")).await;
     assert_eq!(keys(&f1), vec![key("folder", "f1", lo), key("folder", "f1", hi)]);
-    let org_level = list_all(&server, "acme", "alice", resource("organization", "")).await;
+    let org_level = list_grants(&server, "acme", "alice", resource("organization", "")).await;
     assert_eq!(keys(&org_level), vec![key("organization", "acme", &p2)]);
-    assert!(list_all(&server, "acme", "alice", resource("folder", "f3")).await.is_empty());
-    let everything = list_all(&server, "acme", "alice", None).await;
+    assert!(list_grants(&server, "acme", "alice", resource("folder", "f3")).await.is_empty());
+    let everything = list_grants(&server, "acme", "alice", None).await;
     assert_eq!(everything.len(), 5);
 
     let mut grants = server.grants();
@@ -1198,7 +1169,7 @@ async fn adds_racing_a_member_removal_leave_no_grant_behind(server: TestServer) 
 
         println!("{:?} round {round}: {granted} of {} adds committed before the removal", server.backend, ids.len());
         assert!(!organizations_of(&server, &user).await.contains(&"acme".to_owned()));
-        let left = list_all(&server, "acme", &user, None).await;
+        let left = list_grants(&server, "acme", &user, None).await;
         assert!(left.is_empty(), "round {round}: grants survived for a non-member: {left:?}");
         assert_eq!(removed.removed_grant_count, granted, "round {round}: the removal revoked every successful add");
     }

@@ -410,6 +410,60 @@ pub async fn snapshot(server: &TestServer) -> Snapshot {
 }
 
 /// Shorthand for the messages most tests build.
+/// Every grant of the user in the organization, reading page after page.
+pub async fn list_grants(
+    server: &TestServer,
+    organization_id: &str,
+    user_id: &str,
+    filter: Option<pb::Resource>,
+) -> Vec<pb::Grant> {
+    let mut grants = server.grants();
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = grants
+            .list_user_permissions(pb::ListUserPermissionsRequest {
+                organization_id: organization_id.into(),
+                user_id: user_id.into(),
+                resource: filter.clone(),
+                page_size: 1000,
+                page_token,
+                at_least_revision: 0,
+            })
+            .await
+            .expect("list user permissions")
+            .into_inner();
+        all.extend(page.grants);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Each of the user's grants as one line, permission ids left out (each installation
+/// mints its own), in a stable order: `name type/id seconds.nanos granted_by`.
+pub async fn grant_lines(server: &TestServer, organization_id: &str, user_id: &str) -> Vec<String> {
+    let mut lines: Vec<String> = list_grants(server, organization_id, user_id, None)
+        .await
+        .into_iter()
+        .map(|g| {
+            let r = g.resource.expect("a grant has a resource");
+            let at = g.granted_at.expect("a grant has a time");
+            format!("{} {}/{} {}.{:09} {}", g.permission_name, r.r#type, r.id, at.seconds, at.nanos, g.granted_by)
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The organization's members' user ids, in ListOrganizationMembers' order.
+pub async fn member_ids(server: &TestServer, organization_id: &str) -> Vec<String> {
+    let request = pb::ListOrganizationMembersRequest { organization_id: organization_id.into(), ..Default::default() };
+    let members = server.directory().list_organization_members(request).await.expect("members").into_inner().members;
+    members.into_iter().map(|m| m.user_id).collect()
+}
+
 pub fn resource(kind: &str, id: &str) -> Option<pb::Resource> {
     Some(pb::Resource { r#type: kind.to_owned(), id: id.to_owned() })
 }
