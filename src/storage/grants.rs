@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     entities::{grant, permission},
-    json_array, json_ids, sqlite_time,
+    insert_missing, json_array, json_ids, sqlite_time,
 };
 use crate::domain::{Result, model::Grant};
 
@@ -130,8 +130,7 @@ pub async fn insert(conn: &impl ConnectionTrait, grants: &[NewGrant]) -> Result<
         return Ok(HashSet::new());
     }
     let backend = conn.get_database_backend();
-    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
-    let (rows, values): (&str, Vec<Value>) = match backend {
+    let rows: (&str, Vec<Value>) = match backend {
         DatabaseBackend::Postgres => {
             let text = |f: fn(&NewGrant) -> &str| grants.iter().map(|g| f(g).to_owned()).collect::<Vec<_>>();
             (
@@ -172,16 +171,12 @@ pub async fn insert(conn: &impl ConnectionTrait, grants: &[NewGrant]) -> Result<
             )
         }
     };
-    let statement = Statement::from_sql_and_values(
+    let statement = insert_missing(
         backend,
-        format!(
-            "INSERT INTO grants \
-             (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by) \
-             {rows} WHERE true \
-             ON CONFLICT (organization_id, user_id, resource_type, resource_id, permission_id) DO NOTHING \
-             RETURNING organization_id, user_id, resource_type, resource_id, permission_id"
-        ),
-        values,
+        "grants (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by)",
+        rows,
+        "organization_id, user_id, resource_type, resource_id, permission_id",
+        "organization_id, user_id, resource_type, resource_id, permission_id",
     );
     Ok(GrantKey::find_by_statement(statement).all(conn).await?.into_iter().collect())
 }

@@ -9,7 +9,7 @@ use sea_orm::{
     sea_query::{Expr, Query},
 };
 
-use super::{Lock, entities::membership, json_array, lock, sqlite_time};
+use super::{Lock, entities::membership, insert_missing, json_array, lock, sqlite_time};
 use crate::domain::{Result, model::Membership};
 
 fn to_domain(row: membership::Model) -> Membership {
@@ -64,7 +64,7 @@ pub async fn insert_all(conn: &impl ConnectionTrait, memberships: &[Membership])
         return Ok(HashSet::new());
     }
     let backend = conn.get_database_backend();
-    let (rows, values): (&str, Vec<Value>) = match backend {
+    let rows: (&str, Vec<Value>) = match backend {
         DatabaseBackend::Postgres => (
             "SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[])",
             vec![
@@ -85,13 +85,12 @@ pub async fn insert_all(conn: &impl ConnectionTrait, memberships: &[Membership])
             )
         }
     };
-    let statement = Statement::from_sql_and_values(
+    let statement = insert_missing(
         backend,
-        format!(
-            "INSERT INTO memberships (organization_id, user_id, added_at, added_by) {rows} WHERE true \
-             ON CONFLICT (organization_id, user_id) DO NOTHING RETURNING organization_id, user_id"
-        ),
-        values,
+        "memberships (organization_id, user_id, added_at, added_by)",
+        rows,
+        "organization_id, user_id",
+        "organization_id, user_id",
     );
     let rows = conn.query_all(statement).await?;
     Ok(rows

@@ -55,6 +55,21 @@ fn json_array<T: serde::Serialize>(items: &[T]) -> crate::domain::Result<String>
     serde_json::to_string(items).map_err(|err| crate::domain::Error::Internal(format!("encoding a list: {err}")))
 }
 
+/// `INSERT ... ON CONFLICT (key) DO NOTHING RETURNING ...` of many rows in one statement:
+/// `rows` selects them from arrays (PostgreSQL, `UNNEST`) or one JSON parameter (SQLite,
+/// `json_each`), with their values, so the text is the same whatever their number.
+fn insert_missing(
+    backend: sea_orm::DatabaseBackend,
+    into: &str,
+    (rows, values): (&str, Vec<sea_orm::Value>),
+    key: &str,
+    returning: &str,
+) -> sea_orm::Statement {
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+    let sql = format!("INSERT INTO {into} {rows} WHERE true ON CONFLICT ({key}) DO NOTHING RETURNING {returning}");
+    sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// A timestamp inside a SQLite JSON parameter, written as sqlx binds one, so that rows
 /// inserted from JSON read back like any other.
 fn sqlite_time(at: chrono::DateTime<chrono::Utc>) -> String {

@@ -4,10 +4,10 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value,
 };
 
-use super::{Lock, entities::organization, json_array, lock, sqlite_time};
+use super::{Lock, entities::organization, insert_missing, json_array, lock, sqlite_time};
 use crate::domain::{Result, model::Organization};
 
 fn to_domain(row: organization::Model) -> Organization {
@@ -27,7 +27,7 @@ pub async fn insert_all(conn: &impl ConnectionTrait, organizations: &[Organizati
         return Ok(HashSet::new());
     }
     let backend = conn.get_database_backend();
-    let (rows, values): (&str, Vec<Value>) = match backend {
+    let rows: (&str, Vec<Value>) = match backend {
         DatabaseBackend::Postgres => (
             "SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])",
             vec![
@@ -45,14 +45,7 @@ pub async fn insert_all(conn: &impl ConnectionTrait, organizations: &[Organizati
             )
         }
     };
-    let statement = Statement::from_sql_and_values(
-        backend,
-        format!(
-            "INSERT INTO organizations (id, display_name, created_at) {rows} WHERE true \
-             ON CONFLICT (id) DO NOTHING RETURNING id"
-        ),
-        values,
-    );
+    let statement = insert_missing(backend, "organizations (id, display_name, created_at)", rows, "id", "id");
     let rows = conn.query_all(statement).await?;
     Ok(rows.iter().map(|row| row.try_get::<String>("", "id")).collect::<Result<_, _>>()?)
 }

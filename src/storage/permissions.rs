@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Lock, entities::permission, json_array, json_ids, lock, sqlite_time};
+use super::{Lock, entities::permission, insert_missing, json_array, json_ids, lock, sqlite_time};
 use crate::domain::{Result, model::Permission};
 
 fn to_domain(row: permission::Model) -> Permission {
@@ -67,7 +67,7 @@ pub async fn insert_all(conn: &impl ConnectionTrait, permissions: &[Permission])
         return Ok(HashSet::new());
     }
     let backend = conn.get_database_backend();
-    let (rows, values): (&str, Vec<Value>) = match backend {
+    let rows: (&str, Vec<Value>) = match backend {
         DatabaseBackend::Postgres => (
             "SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])",
             vec![
@@ -88,14 +88,7 @@ pub async fn insert_all(conn: &impl ConnectionTrait, permissions: &[Permission])
             )
         }
     };
-    let statement = Statement::from_sql_and_values(
-        backend,
-        format!(
-            "INSERT INTO permissions (id, name, description, created_at) {rows} WHERE true \
-             ON CONFLICT (name) DO NOTHING RETURNING id"
-        ),
-        values,
-    );
+    let statement = insert_missing(backend, "permissions (id, name, description, created_at)", rows, "name", "id");
     let rows = conn.query_all(statement).await?;
     Ok(rows.iter().map(|row| row.try_get::<Uuid>("", "id")).collect::<Result<_, _>>()?)
 }
