@@ -23,11 +23,16 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
     framed
 }
 
-/// POSTs `body` to `path` over a fresh HTTP/2 connection with gRPC's headers and
-/// `metadata`, and reads the answer to its end.
-pub async fn call(addr: SocketAddr, path: &str, metadata: &[(&str, &str)], body: Vec<u8>) -> Answer {
+/// Opens a fresh HTTP/2 connection as `connection` says and sends a gRPC request's
+/// headers for `path` with `metadata`; the body is the caller's to send.
+async fn send_headers(
+    addr: SocketAddr,
+    path: &str,
+    metadata: &[(&str, &str)],
+    connection: h2::client::Builder,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let (client, connection) = connection.handshake(tcp).await.expect("HTTP/2 handshake");
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -43,7 +48,13 @@ pub async fn call(addr: SocketAddr, path: &str, metadata: &[(&str, &str)], body:
             http::HeaderValue::from_str(value).expect("header value"),
         );
     }
-    let (response, mut stream) = client.send_request(request, false).expect("send the headers");
+    client.send_request(request, false).expect("send the headers")
+}
+
+/// POSTs `body` to `path` over a fresh HTTP/2 connection with gRPC's headers and
+/// `metadata`, and reads the answer to its end.
+pub async fn call(addr: SocketAddr, path: &str, metadata: &[(&str, &str)], body: Vec<u8>) -> Answer {
+    let (response, mut stream) = send_headers(addr, path, metadata, h2::client::Builder::new()).await;
     // A refusal before any handler (no token, oversize headers) may answer and close the
     // stream before the body is sent; the answer is what the test reads.
     let _ = stream.send_data(Bytes::from(body), true);
@@ -76,25 +87,9 @@ pub async fn open_stream(
     message: &[u8],
     window: u32,
 ) -> RawStream {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (client, connection) =
-        h2::client::Builder::new().initial_window_size(window).handshake(tcp).await.expect("HTTP/2 handshake");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.expect("the connection takes a request");
-    let mut request = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
-    for (name, value) in metadata {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
-            http::HeaderValue::from_str(value).expect("header value"),
-        );
-    }
-    let (response, mut stream) = client.send_request(request, false).expect("send the headers");
+    let mut connection = h2::client::Builder::new();
+    connection.initial_window_size(window);
+    let (response, mut stream) = send_headers(addr, path, metadata, connection).await;
     stream.send_data(Bytes::from(frame(message)), true).expect("send the request");
     let (parts, body) = response.await.expect("response headers").into_parts();
     RawStream { body, headers: parts.headers }
