@@ -133,10 +133,10 @@ pub async fn serve(
     let feed = ChangeFeed::start(background.clone(), options.watch_poll_interval, options.watch_buffer).await?;
     let mut writer = storage::writer(&db).await?;
     // Background work on the writer (the WAL checkpoint) is no request's statement.
-    let background_writer = writer.clone();
+    let background_writer = writer.connection().clone();
     if let Some(log) = &options.statement_log {
         storage::log_statements(&mut db, log);
-        storage::log_statements(&mut writer, log);
+        storage::log_statements(writer.connection_mut(), log);
     }
     let sequencer = Sequencer::new(writer.clone(), db.clone());
     let writes = Writes::new(writer.clone(), sequencer.clone());

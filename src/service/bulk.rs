@@ -78,7 +78,7 @@ impl Bulk {
     /// reads of the loaded tables (an export first) use their indexes.
     pub async fn imported(&self, added: u64) -> Result<()> {
         if added >= ANALYZE_AFTER {
-            storage::analyze_loaded_tables(&self.writes.db).await?;
+            storage::analyze_loaded_tables(self.writes.writer.connection()).await?;
         }
         Ok(())
     }
@@ -103,7 +103,7 @@ impl Bulk {
     /// On SQLite other writes wait until it ends.
     pub async fn rehearse(&self, actor: Actor) -> Result<Rehearsal> {
         self.authorize(&actor)?;
-        let tx = storage::tx::begin_write(&self.writes.db).await?;
+        let tx = storage::tx::begin_write(&self.writes.writer).await?;
         Ok(Rehearsal { tx, author: Author::new(actor, Uuid::new_v4()) })
     }
 

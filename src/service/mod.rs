@@ -28,7 +28,7 @@ pub use watch::WatchLimits;
 use crate::{
     domain::{Actor, Error, Result, Revision},
     storage::{
-        self, DatabaseConnection, DatabaseTransaction,
+        self, DatabaseTransaction, Writer,
         changes::Author,
         tx::{self, TxFuture},
     },
@@ -44,14 +44,14 @@ pub struct ListPage<T> {
 /// The one way writes run: where their transactions begin, and what numbers their events.
 #[derive(Debug, Clone)]
 pub struct Writes {
-    db: DatabaseConnection,
+    writer: Writer,
     sequencer: Arc<Sequencer>,
 }
 
 impl Writes {
-    /// Transactions begin on `db` (see `storage::writer`); `sequencer` numbers their events.
-    pub fn new(db: DatabaseConnection, sequencer: Arc<Sequencer>) -> Self {
-        Self { db, sequencer }
+    /// Transactions begin through `writer` (see `storage::writer`); `sequencer` numbers their events.
+    pub fn new(writer: Writer, sequencer: Arc<Sequencer>) -> Self {
+        Self { writer, sequencer }
     }
 
     /// One write use-case: `body` runs as a retried write transaction (`tx::write`),
@@ -70,10 +70,10 @@ impl Writes {
         T: Send + 'static,
         F: for<'c> Fn(&'c DatabaseTransaction, Author, C) -> TxFuture<'c, T> + Send + Sync + 'static,
     {
-        let Writes { db, sequencer } = self.clone();
+        let Writes { writer, sequencer } = self.clone();
         let write_id = Uuid::new_v4();
         detached(async move {
-            let (value, unchanged_at) = tx::write(&db, |tx| {
+            let (value, unchanged_at) = tx::write(&writer, move |tx| {
                 let author = Author::new(actor.clone(), write_id);
                 let work = body(tx, author.clone(), command.clone());
                 Box::pin(async move {

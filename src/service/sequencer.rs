@@ -23,13 +23,13 @@ use uuid::Uuid;
 
 use crate::{
     domain::{Error, Result, Revision},
-    storage::{self, DatabaseConnection},
+    storage::{self, DatabaseConnection, Writer},
 };
 
 #[derive(Debug)]
 pub struct Sequencer {
     /// Where sequencing transactions run (the writes' connection).
-    writes: DatabaseConnection,
+    writes: Writer,
     /// Where writes look up a revision another process gave them.
     reads: DatabaseConnection,
     /// Held while this process sequences: one sequencing transaction at a time.
@@ -48,7 +48,7 @@ struct Answers {
 }
 
 impl Sequencer {
-    pub fn new(writes: DatabaseConnection, reads: DatabaseConnection) -> Arc<Self> {
+    pub fn new(writes: Writer, reads: DatabaseConnection) -> Arc<Self> {
         Arc::new(Self {
             writes,
             reads,
@@ -88,9 +88,7 @@ impl Sequencer {
     /// One sequencing transaction; the caller holds `turn`.
     async fn sequence(&self) -> Result<()> {
         let number = self.begun.fetch_add(1, Ordering::SeqCst) + 1;
-        let sequenced =
-            storage::tx::write(&self.writes, |tx| Box::pin(async move { storage::changes::sequence(tx).await }))
-                .await?;
+        let sequenced = storage::changes::sequence_committed(&self.writes).await?;
         let mut answers = self.answers();
         for (write_id, revision) in sequenced.writes {
             if let Some(waiting) = answers.waiting.get_mut(&write_id) {

@@ -29,6 +29,7 @@ use super::{
     entities::{change, revision_counter},
     grants::GrantKey,
     json_array,
+    tx::{self, Writer},
 };
 use crate::domain::{
     Actor, Error, Result, Revision,
@@ -267,18 +268,27 @@ struct Numbered {
     last: Revision,
 }
 
-/// The statement that numbers the queue on PostgreSQL, `$1` being the counter: one
-/// statement, so one snapshot, moves exactly the events it numbers (a write that commits
-/// meanwhile waits whole for the next sequencing). Answers each write's last revision.
-const POSTGRES_SEQUENCE: &str = "WITH moved AS (DELETE FROM pending_changes RETURNING *), \
+/// The statement that numbers the queue on PostgreSQL: one statement, so one snapshot
+/// and, outside a transaction, a transaction by itself. It locks the counter first
+/// (`counter`, which every other part reads: after waiting for another sequencing, it
+/// reads the counter that one left), moves exactly the events it numbers (events another
+/// sequencing moved meanwhile are gone when its lock is released, and a DELETE skips rows
+/// deleted under it; a write that commits meanwhile waits whole for the next
+/// sequencing), and moves the counter past them. Answers the counter before it, with each
+/// write's last revision (no write when nothing waited).
+const POSTGRES_SEQUENCE: &str = "WITH counter AS (SELECT value FROM revision_counter WHERE id = 1 FOR UPDATE), \
+     moved AS (DELETE FROM pending_changes RETURNING *), \
      numbered AS (SELECT grouped.*, row_number() OVER (ORDER BY first_id, id) AS ordinal \
        FROM (SELECT moved.*, min(id) OVER (PARTITION BY write_id) AS first_id FROM moved) AS grouped), \
      inserted AS (INSERT INTO changes (revision, write_id, kind, actor, request_id, at, organization_id, user_id, \
          permission_id, resource_type, resource_id) \
-       SELECT $1 + ordinal, write_id, kind, actor, request_id, at, organization_id, user_id, permission_id, \
-         resource_type, resource_id FROM numbered ORDER BY ordinal \
-       RETURNING write_id, revision) \
-     SELECT write_id, max(revision) AS last FROM inserted GROUP BY write_id";
+       SELECT counter.value + ordinal, write_id, kind, actor, request_id, at, organization_id, user_id, \
+         permission_id, resource_type, resource_id FROM numbered CROSS JOIN counter ORDER BY ordinal \
+       RETURNING write_id, revision), \
+     bumped AS (UPDATE revision_counter SET value = counter.value + (SELECT count(*) FROM numbered) FROM counter \
+       WHERE revision_counter.id = 1 AND EXISTS (SELECT 1 FROM numbered)) \
+     SELECT counter.value AS before, writes.write_id, writes.last FROM counter \
+       LEFT JOIN (SELECT write_id, max(revision) AS last FROM inserted GROUP BY write_id) AS writes ON true";
 
 /// The same on SQLite, where a DELETE cannot feed an INSERT: there the sequencing
 /// transaction holds the database's write lock, so nothing commits between its statements.
@@ -295,10 +305,19 @@ const SQLITE_SEQUENCE: [&str; 3] = [
     "DELETE FROM pending_changes",
 ];
 
+/// A row of [`POSTGRES_SEQUENCE`]'s answer.
+#[derive(Debug, FromQueryResult)]
+struct NumberedFrom {
+    before: Revision,
+    write_id: Option<Uuid>,
+    last: Option<Revision>,
+}
+
 /// Numbers every committed event of the queue, after the counter, and moves the counter
-/// past them. Runs in a transaction of its own (see the module comment): the counter's
-/// row lock, taken first, keeps sequencers one at a time, and the statements after it
-/// see every write committed before.
+/// past them. Runs after the writes it numbers have committed, in a transaction of its
+/// own ([`sequence_committed`]), or inside a write that changed nothing (its events, if
+/// any, numbered too). The counter's row lock, taken first, keeps sequencings one at a
+/// time, and what comes after it sees every write committed before.
 ///
 /// Writes go in the order of their first event, each write's events together and in the
 /// order it appended them. Queue ids are drawn when an event is inserted, so a write that
@@ -306,43 +325,57 @@ const SQLITE_SEQUENCE: [&str; 3] = [
 /// after that one's and is numbered after it: its answer covers what it saw.
 pub async fn sequence(conn: &impl ConnectionTrait) -> Result<Sequenced> {
     let backend = conn.get_database_backend();
-    let counter = Query::select()
-        .column(revision_counter::Column::Value)
-        .from(revision_counter::Entity)
-        .and_where(revision_counter::Column::Id.eq(1))
-        .lock_exclusive()
-        .to_owned();
-    let before: Revision = conn
-        .query_one(backend.build(&counter))
-        .await?
-        .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?
-        .try_get("", "value")?;
-    let numbered = match backend {
+    let (before, numbered) = match backend {
         DatabaseBackend::Postgres => {
-            let statement = Statement::from_sql_and_values(backend, POSTGRES_SEQUENCE, [before.into()]);
-            Numbered::find_by_statement(statement).all(conn).await?
+            let rows = NumberedFrom::find_by_statement(Statement::from_string(backend, POSTGRES_SEQUENCE))
+                .all(conn)
+                .await?;
+            let before = rows
+                .first()
+                .map(|row| row.before)
+                .ok_or_else(|| Error::Internal("revision counter row is missing".into()))?;
+            let numbered = rows
+                .into_iter()
+                .filter_map(|row| Some(Numbered { write_id: row.write_id?, last: row.last? }))
+                .collect::<Vec<_>>();
+            (before, numbered)
         }
-        _ => {
-            let [insert, select, delete] = SQLITE_SEQUENCE;
-            conn.execute(Statement::from_sql_and_values(backend, insert, [before.into()])).await?;
-            let numbered =
-                Numbered::find_by_statement(Statement::from_sql_and_values(backend, select, [before.into()]))
-                    .all(conn)
-                    .await?;
-            conn.execute(Statement::from_string(backend, delete)).await?;
-            numbered
-        }
+        _ => sqlite_sequence(conn).await?,
     };
-    let Some(last) = numbered.iter().map(|write| write.last).max() else {
-        return Ok(Sequenced { revision: before, writes: Vec::new() });
-    };
-    let bump = Query::update()
-        .table(revision_counter::Entity)
-        .value(revision_counter::Column::Value, last)
-        .and_where(revision_counter::Column::Id.eq(1))
-        .to_owned();
-    conn.execute(backend.build(&bump)).await?;
-    Ok(Sequenced { revision: last, writes: numbered.into_iter().map(|write| (write.write_id, write.last)).collect() })
+    let revision = numbered.iter().map(|write| write.last).max().unwrap_or(before);
+    Ok(Sequenced { revision, writes: numbered.into_iter().map(|write| (write.write_id, write.last)).collect() })
+}
+
+/// [`sequence`] on SQLite: the transaction holds the database's write lock, so nothing
+/// commits between its statements. Answers the counter before it and what it numbered.
+async fn sqlite_sequence(conn: &impl ConnectionTrait) -> Result<(Revision, Vec<Numbered>)> {
+    let backend = conn.get_database_backend();
+    let before = current_revision(conn).await?;
+    let [insert, select, delete] = SQLITE_SEQUENCE;
+    conn.execute(Statement::from_sql_and_values(backend, insert, [before.into()])).await?;
+    let numbered =
+        Numbered::find_by_statement(Statement::from_sql_and_values(backend, select, [before.into()])).all(conn).await?;
+    conn.execute(Statement::from_string(backend, delete)).await?;
+    if let Some(last) = numbered.iter().map(|write| write.last).max() {
+        let bump = Query::update()
+            .table(revision_counter::Entity)
+            .value(revision_counter::Column::Value, last)
+            .and_where(revision_counter::Column::Id.eq(1))
+            .to_owned();
+        conn.execute(backend.build(&bump)).await?;
+    }
+    Ok((before, numbered))
+}
+
+/// Numbers what has committed (see [`sequence`]) as a transaction of its own, retried
+/// like a write: on PostgreSQL the one statement alone, on SQLite a write transaction.
+/// Safe to repeat: a sequencing that failed numbered nothing, one whose answer was lost
+/// left nothing for the next to number twice.
+pub async fn sequence_committed(writer: &Writer) -> Result<Sequenced> {
+    match writer.connection().get_database_backend() {
+        DatabaseBackend::Postgres => tx::statement(writer.connection(), || sequence(writer.connection())).await,
+        _ => tx::write(writer, |tx| Box::pin(sequence(tx))).await,
+    }
 }
 
 /// The revision of the last event of the write, once numbered; none before, or when it

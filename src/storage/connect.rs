@@ -9,6 +9,8 @@ use sea_orm::{
 };
 use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use super::tx::Writer;
+
 /// Arbitrary, but fixed: every grantd replica takes this advisory lock to migrate.
 const MIGRATION_LOCK_KEY: i64 = 0x6772_616e_7464; // "grantd"
 
@@ -79,9 +81,9 @@ const SQLITE_WRITER_CACHE_KIB: u32 = 8 * 1024;
 /// connection drops its whole page cache when another connection committed since its last
 /// transaction, so writes spread over the pool began on a cold cache and read again every
 /// page they touched; the one connection that writes keeps its cache from write to write.
-pub async fn writer(db: &DatabaseConnection) -> Result<DatabaseConnection, DbErr> {
+pub async fn writer(db: &DatabaseConnection) -> Result<Writer, DbErr> {
     if db.get_database_backend() != DatabaseBackend::Sqlite {
-        return Ok(db.clone());
+        return Ok(Writer::new(db.clone()));
     }
     let pool = db.get_sqlite_connection_pool();
     let options = (*pool.connect_options()).clone().pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"));
@@ -95,7 +97,7 @@ pub async fn writer(db: &DatabaseConnection) -> Result<DatabaseConnection, DbErr
         .connect_with(options)
         .await
         .map_err(|err| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err)))?;
-    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(writer))
+    Ok(Writer::new(SqlxSqliteConnector::from_sqlx_sqlite_pool(writer)))
 }
 
 /// The size of `db`'s pool and how long a request waits for one of its connections;

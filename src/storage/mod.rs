@@ -10,6 +10,7 @@ pub mod checks;
 mod connect;
 mod entities;
 mod error;
+mod groups;
 pub mod grants;
 mod lock;
 pub mod memberships;
@@ -20,6 +21,7 @@ pub mod tx;
 
 pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up, writer};
 pub use lock::Lock;
+pub use tx::Writer;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
 /// Told the text of each statement sent (see [`log_statements`]).

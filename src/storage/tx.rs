@@ -5,7 +5,7 @@
 //! that can run again. Any other error, and every error after the last attempt, rolls
 //! back (by dropping the transaction) and is returned.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use rand::Rng;
 use sea_orm::{
@@ -13,7 +13,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::{changes, connect::pool_limits, error::is_broken_connection};
+use super::{changes, connect::pool_limits, error::is_broken_connection, groups::Groups};
 use crate::domain::{Error, Result};
 
 const MAX_ATTEMPTS: u32 = 5;
@@ -21,16 +21,67 @@ const BASE_BACKOFF: Duration = Duration::from_millis(5);
 
 pub type TxFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
 
-/// Runs `body` in a write transaction, retrying conflicts with jittered exponential
-/// backoff; after `MAX_ATTEMPTS` conflicts the answer is [`Error::Aborted`].
-pub async fn write<T, F>(db: &DatabaseConnection, body: F) -> Result<T>
-where
-    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
-{
-    retry(db, || attempt_once(db, &body)).await
+/// Where write transactions begin (see `connect::writer`).
+#[derive(Debug, Clone)]
+pub struct Writer {
+    db: DatabaseConnection,
+    /// SQLite's: the writes waiting to share the next transaction (see `groups`).
+    groups: Option<Arc<Groups>>,
 }
 
-async fn retry<T, A, Fut>(db: &DatabaseConnection, attempt_once: A) -> Result<T>
+impl Writer {
+    /// Writes on `db`: on SQLite in groups, on PostgreSQL each in a transaction of its own.
+    pub fn new(db: DatabaseConnection) -> Self {
+        let groups = (db.get_database_backend() == DatabaseBackend::Sqlite).then(Arc::default);
+        Self { db, groups }
+    }
+
+    /// The connection writes begin on.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The same, to tell it what to log (see `storage::log_statements`).
+    pub fn connection_mut(&mut self) -> &mut DatabaseConnection {
+        &mut self.db
+    }
+}
+
+/// Runs `body` in a write transaction, retrying conflicts with jittered exponential
+/// backoff; after `MAX_ATTEMPTS` conflicts the answer is [`Error::Aborted`]. On SQLite
+/// the transaction may hold other writes beside it, `body` in a savepoint of its own
+/// (see `groups`); either way it happens whole or not at all, and its value is answered
+/// once it has committed.
+pub async fn write<T, F>(writer: &Writer, body: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync + 'static,
+{
+    match &writer.groups {
+        Some(groups) => groups.write(&writer.db, body).await,
+        None => retry(&writer.db, || attempt_once(&writer.db, &body)).await,
+    }
+}
+
+/// Runs `statement`, a transaction by itself (no BEGIN around it), retried as [`write`]
+/// retries: conflicts with backoff, an unavailable database (a pooled connection the
+/// server closed, say) at once, up to `MAX_ATTEMPTS` in all. Only for statements that
+/// are safe to repeat.
+pub async fn statement<T, S, Fut>(db: &DatabaseConnection, statement: S) -> Result<T>
+where
+    S: Fn() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let attempt = || async {
+        statement().await.map_err(|err| match err {
+            Error::Unavailable(_) => Failure::Begin(err),
+            err => Failure::Body(err),
+        })
+    };
+    retry(db, attempt).await
+}
+
+pub(super) async fn retry<T, A, Fut>(db: &DatabaseConnection, attempt_once: A) -> Result<T>
 where
     A: Fn() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
@@ -69,13 +120,13 @@ where
 
 /// Where an attempt failed: at BEGIN on a connection that turned out broken, at BEGIN
 /// otherwise (no connection to be had), or once the transaction had started.
-enum Failure {
+pub(super) enum Failure {
     BrokenConnection(Error),
     Begin(Error),
     Body(Error),
 }
 
-fn begin_failure(err: DbErr) -> Failure {
+pub(super) fn begin_failure(err: DbErr) -> Failure {
     if is_broken_connection(&err) { Failure::BrokenConnection(err.into()) } else { Failure::Begin(err.into()) }
 }
 
@@ -93,7 +144,7 @@ where
     run.await.map_err(Failure::Body)
 }
 
-async fn lock_for_writing(tx: &DatabaseTransaction) -> Result<()> {
+pub(super) async fn lock_for_writing(tx: &DatabaseTransaction) -> Result<()> {
     if tx.get_database_backend() == DatabaseBackend::Sqlite {
         // The first statement writes, so the transaction takes SQLite's write lock at
         // once (waiting out the busy timeout) instead of failing with BUSY when a read
@@ -105,8 +156,8 @@ async fn lock_for_writing(tx: &DatabaseTransaction) -> Result<()> {
 
 /// A write transaction for the caller to run and end, locked for writing as every write
 /// transaction is (a dry run's, which is rolled back).
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction> {
-    let tx = db.begin().await?;
+pub async fn begin_write(writer: &Writer) -> Result<DatabaseTransaction> {
+    let tx = writer.db.begin().await?;
     lock_for_writing(&tx).await?;
     Ok(tx)
 }

@@ -1,0 +1,171 @@
+//! SQLite's writes, several to a transaction.
+//!
+//! SQLite lets one transaction write at a time, and a process's writes already take
+//! turns on its one writer connection (`connect::writer`). What a turn costs is mostly
+//! the commit: it appends every page the transaction changed (a few per index of every
+//! table it wrote) to the WAL, so a one-grant add paid for a dozen pages. Here the writes
+//! that arrive while a transaction runs wait for the next one and share it: each runs in
+//! a savepoint of its own, so it still happens whole or not at all, and learns its answer
+//! only once the shared transaction has committed. A write that fails rolls back its
+//! savepoint alone; a conflict or a failed commit runs or fails the whole group again,
+//! as `tx::write` retries one transaction.
+
+use std::{
+    mem,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tokio::sync::oneshot;
+
+use super::tx::{self, Failure, TxFuture};
+use crate::domain::{Error, Result};
+
+/// The most writes one transaction takes: enough that a group's commit is a small part
+/// of its cost, few enough that the first write of a group does not wait long for the
+/// last one.
+const MOST_PER_GROUP: usize = 64;
+
+/// The writes waiting for the next shared transaction, and whether a task runs groups.
+#[derive(Default)]
+pub(super) struct Groups {
+    waiting: Mutex<Waiting>,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups").field("waiting", &self.waiting().jobs.len()).finish()
+    }
+}
+
+#[derive(Default)]
+struct Waiting {
+    jobs: Vec<Job>,
+    running: bool,
+}
+
+/// One write of a group: `run` does its work in a savepoint of the group's transaction,
+/// keeping its outcome; `answer` tells its caller once the group ended.
+struct Job {
+    run: Box<dyn for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, ()> + Send + Sync>,
+    answer: Box<dyn FnOnce(Result<()>) + Send + Sync>,
+}
+
+impl Groups {
+    /// Runs `body` in the next transaction on `db`, beside the other writes waiting then.
+    pub(super) async fn write<T, F>(self: &Arc<Self>, db: &DatabaseConnection, body: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync + 'static,
+    {
+        let (job, answer) = job(body);
+        let start_runner = {
+            let mut waiting = self.waiting();
+            waiting.jobs.push(job);
+            !mem::replace(&mut waiting.running, true)
+        };
+        if start_runner {
+            tokio::spawn(Arc::clone(self).run_groups(db.clone()));
+        }
+        answer.await.map_err(|_| Error::Internal("a write's group ended without an answer".into()))?
+    }
+
+    /// Runs groups until no write waits.
+    async fn run_groups(self: Arc<Self>, db: DatabaseConnection) {
+        while let Some(jobs) = self.next_group() {
+            let ended = tx::retry(&db, || attempt(&db, &jobs)).await;
+            for job in jobs {
+                (job.answer)(ended.clone());
+            }
+        }
+    }
+
+    fn next_group(&self) -> Option<Vec<Job>> {
+        let mut waiting = self.waiting();
+        if waiting.jobs.is_empty() {
+            waiting.running = false;
+            return None;
+        }
+        let taken = waiting.jobs.len().min(MOST_PER_GROUP);
+        Some(waiting.jobs.drain(..taken).collect())
+    }
+
+    /// Jobs are plain values and nothing panics while they are locked.
+    fn waiting(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One attempt at a group: one write transaction, each job in a savepoint.
+async fn attempt(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), Failure> {
+    let tx = db.begin().await.map_err(tx::begin_failure)?;
+    let run = async {
+        tx::lock_for_writing(&tx).await?;
+        for job in jobs {
+            (job.run)(&tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    };
+    run.await.map_err(Failure::Body)
+}
+
+/// `body` as a job, and where its answer arrives.
+fn job<T, F>(body: F) -> (Job, oneshot::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync + 'static,
+{
+    let (sender, receiver) = oneshot::channel();
+    let outcome: Arc<Mutex<Option<Result<T>>>> = Arc::default();
+    let kept = Arc::clone(&outcome);
+    let body = Arc::new(body);
+    let run = for_each_transaction(move |tx| {
+        let (body, kept) = (Arc::clone(&body), Arc::clone(&kept));
+        Box::pin(async move {
+            let result = in_savepoint(tx, &*body).await?;
+            *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+            Ok(())
+        })
+    });
+    let answer = move |ended: Result<()>| {
+        let result = ended.and_then(|()| {
+            outcome
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .unwrap_or_else(|| Err(Error::Internal("a write's group committed without running it".into())))
+        });
+        // The caller may have gone; its write's outcome stands.
+        let _ = sender.send(result);
+    };
+    (Job { run: Box::new(run), answer: Box::new(answer) }, receiver)
+}
+
+/// Tells the compiler that `run` takes a transaction of any lifetime.
+fn for_each_transaction<F>(run: F) -> F
+where
+    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, ()>,
+{
+    run
+}
+
+/// The write's own outcome, its savepoint released or rolled back; an error when the
+/// group cannot go on (the savepoint failed, or a conflict that the group retries).
+async fn in_savepoint<T, F>(tx: &DatabaseTransaction, body: &F) -> Result<Result<T>>
+where
+    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
+{
+    let savepoint = tx.begin().await?;
+    match body(&savepoint).await {
+        Ok(value) => {
+            savepoint.commit().await?;
+            Ok(Ok(value))
+        }
+        Err(Error::Conflict) => Err(Error::Conflict),
+        Err(err) => {
+            savepoint.rollback().await?;
+            Ok(Err(err))
+        }
+    }
+}
