@@ -19,6 +19,7 @@ backend_tests!(
     an_export_resumes_at_its_revision_unless_what_is_left_changed,
     only_unscoped_administrators_move_grants_in_bulk,
     an_import_outlasts_the_request_timeout_but_not_a_stalled_client,
+    rejected_batches_leave_nothing_while_the_writes_beside_them_land,
 );
 
 fn organization(id: &str) -> pb::BulkRecord {
@@ -416,4 +417,33 @@ async fn an_import_outlasts_the_request_timeout_but_not_a_stalled_client(server:
     assert!(stalled.message().contains("no batch arrived for 400 ms"), "{}", stalled.message());
     drop(requests);
     assert_eq!(short.count_rows("memberships").await, 3, "the batch before the stall was written");
+}
+
+/// Writes that arrive together may share a transaction (SQLite), so each must still
+/// happen whole or not at all on its own: a rejected batch has already written its
+/// membership when it finds the unknown permission, and only that batch is undone.
+async fn rejected_batches_leave_nothing_while_the_writes_beside_them_land(server: TestServer) {
+    import(&server, batches(&[organization("acme"), permission("p.read")], 2, false)).await;
+    let revision_before = server.latest_revision().await;
+    let calls = (0..12).map(|i| {
+        let server = &server;
+        async move {
+            let (user, permission) =
+                if i % 2 == 0 { (format!("good{i:02}"), "p.read") } else { (format!("bad{i:02}"), "p.unknown") };
+            let records = vec![member("acme", &user), grant("acme", &user, permission, None)];
+            (user, import(server, batches(&records, 2, false)).await)
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+
+    for (user, answer) in &answers {
+        let accepted = user.starts_with("good");
+        assert_eq!((answer.added, answer.rejected), if accepted { (2, 0) } else { (0, 1) }, "{user}: {answer:?}");
+    }
+    let good: Vec<String> = (0..12).step_by(2).map(|i| format!("good{i:02}")).collect();
+    assert_eq!(member_ids(&server, "acme").await, good);
+    assert_eq!(server.count_rows("grants").await, 6);
+    let changes = server.list_changes(revision_before).await;
+    assert_eq!(changes.len(), 12, "a membership and a grant of each good user: {changes:?}");
+    assert!(changes.iter().all(|c| c.user_id.starts_with("good")), "{changes:?}");
 }

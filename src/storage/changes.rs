@@ -327,9 +327,8 @@ pub async fn sequence(conn: &impl ConnectionTrait) -> Result<Sequenced> {
     let backend = conn.get_database_backend();
     let (before, numbered) = match backend {
         DatabaseBackend::Postgres => {
-            let rows = NumberedFrom::find_by_statement(Statement::from_string(backend, POSTGRES_SEQUENCE))
-                .all(conn)
-                .await?;
+            let rows =
+                NumberedFrom::find_by_statement(Statement::from_string(backend, POSTGRES_SEQUENCE)).all(conn).await?;
             let before = rows
                 .first()
                 .map(|row| row.before)

@@ -47,9 +47,11 @@ struct Waiting {
 /// One write of a group: `run` does its work in a savepoint of the group's transaction,
 /// keeping its outcome; `answer` tells its caller once the group ended.
 struct Job {
-    run: Box<dyn for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, ()> + Send + Sync>,
+    run: Box<Run>,
     answer: Box<dyn FnOnce(Result<()>) + Send + Sync>,
 }
+
+type Run = dyn for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, ()> + Send + Sync;
 
 impl Groups {
     /// Runs `body` in the next transaction on `db`, beside the other writes waiting then.

@@ -10,8 +10,8 @@ pub mod checks;
 mod connect;
 mod entities;
 mod error;
-mod groups;
 pub mod grants;
+mod groups;
 mod lock;
 pub mod memberships;
 pub mod organizations;
@@ -21,8 +21,8 @@ pub mod tx;
 
 pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up, writer};
 pub use lock::Lock;
-pub use tx::Writer;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+pub use tx::Writer;
 
 /// Told the text of each statement sent (see [`log_statements`]).
 pub type StatementLog = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
