@@ -360,11 +360,10 @@ async fn write_batch(
         rejections.sort_by_key(|rejection| rejection.position);
         return Err(Error::Rejected(rejections));
     }
-    let created = storage::grants::insert(tx, &grants).await?;
-    for key in tally(&mut counts, grants.iter().map(|g| g.key.clone()), &created) {
-        events.push(NewChange::grant(ChangeKind::GrantAdded, key));
-    }
+    // Before the grants' own, so that the log adds a grant's member and permission first.
     storage::changes::append(tx, &author, now, events).await?;
+    let created = storage::grants::insert(tx, &grants, &author, now).await?;
+    tally(&mut counts, grants.iter().map(|g| g.key.clone()), &created);
     Ok(counts)
 }
 

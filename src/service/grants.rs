@@ -77,11 +77,6 @@ fn target(cmd: &ChangeUserPermissions) -> Target<'_> {
     }
 }
 
-/// One event per permission added on `target`.
-fn added_events(target: Target<'_>, added: &[Uuid]) -> Vec<NewChange> {
-    added.iter().map(|permission_id| NewChange::grant(ChangeKind::GrantAdded, target.key(*permission_id))).collect()
-}
-
 fn not_a_member(cmd: &ChangeUserPermissions) -> Error {
     Error::FailedPrecondition {
         reason: "NOT_A_MEMBER",
@@ -142,11 +137,8 @@ impl Grants {
                         .iter()
                         .map(|id| NewGrant { key: target.key(*id), granted_at: now, granted_by: actor.subject.clone() })
                         .collect();
-                    let inserted = storage::grants::insert(tx, &rows).await?;
-                    let (added, already_held): (Vec<Uuid>, Vec<Uuid>) =
-                        wanted.into_iter().partition(|id| inserted.contains(&target.key(*id)));
-                    storage::changes::append(tx, &author, now, added_events(target, &added)).await?;
-                    Ok((added, already_held))
+                    let inserted = storage::grants::insert(tx, &rows, &author, now).await?;
+                    Ok(wanted.into_iter().partition(|id| inserted.contains(&target.key(*id))))
                 })
             })
             .await?;
