@@ -15,6 +15,8 @@ mod watch;
 
 use std::{future::Future, sync::Arc};
 
+use tracing::Instrument;
+
 pub use audit::Audit;
 pub use bulk::{Bulk, ExportChunk, ExportItem, Rehearsal};
 pub use catalog::PermissionDeletion;
@@ -100,5 +102,7 @@ impl Writes {
 /// handler's future, and a commit that already happened must not be reported as lost
 /// by a half-finished retry loop, nor left unnumbered.
 async fn detached<T: Send + 'static>(work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-    tokio::spawn(work).await.map_err(|err| Error::Internal(format!("write task failed: {err}")))?
+    tokio::spawn(work.instrument(tracing::Span::current()))
+        .await
+        .map_err(|err| Error::Internal(format!("write task failed: {err}")))?
 }

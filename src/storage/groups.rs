@@ -17,6 +17,7 @@ use std::{
 
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::tx::{self, Failure, TxFuture};
 use crate::domain::{Error, Result};
@@ -122,13 +123,18 @@ where
     let outcome: Arc<Mutex<Option<Result<T>>>> = Arc::default();
     let kept = Arc::clone(&outcome);
     let body = Arc::new(body);
+    // The group's task runs it: what it logs belongs to the request that wrote it.
+    let span = tracing::Span::current();
     let run = for_each_transaction(move |tx| {
         let (body, kept) = (Arc::clone(&body), Arc::clone(&kept));
-        Box::pin(async move {
-            let result = in_savepoint(tx, &*body).await?;
-            *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
-            Ok(())
-        })
+        Box::pin(
+            async move {
+                let result = in_savepoint(tx, &*body).await?;
+                *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+                Ok(())
+            }
+            .instrument(span.clone()),
+        )
     });
     let answer = move |ended: Result<()>| {
         let result = ended.and_then(|()| {

@@ -1,9 +1,10 @@
 //! Persistence: sea-orm entities and set-based queries over SQLite or PostgreSQL.
 //!
 //! Query functions take any [`ConnectionTrait`] and never begin or commit: a use-case
-//! opens one transaction with [`tx::write`] and composes them inside it, and
-//! [`changes::sequence`] numbers its events in a transaction of its own once it has
-//! committed. sea-orm types stay in this module; callers see `domain` types.
+//! opens one transaction with [`tx::write`] (on SQLite a savepoint of a transaction it
+//! may share, see `groups`) and composes them inside it, and
+//! [`changes::sequence_committed`] numbers its events once it has committed. sea-orm
+//! types stay in this module; callers see `domain` types.
 
 pub mod changes;
 pub mod checks;
