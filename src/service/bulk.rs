@@ -103,7 +103,7 @@ impl Bulk {
     /// On SQLite other writes wait until it ends.
     pub async fn rehearse(&self, actor: Actor) -> Result<Rehearsal> {
         self.authorize(&actor)?;
-        let tx = storage::tx::begin_write(&self.writes.writer).await?;
+        let tx = storage::writes::begin_write(&self.writes.writer).await?;
         Ok(Rehearsal { tx, author: Author::new(actor, Uuid::new_v4()) })
     }
 
@@ -362,7 +362,7 @@ async fn write_batch(
     }
     // Before the grants' own, so that the log adds a grant's member and permission first.
     storage::changes::append(tx, &author, now, events).await?;
-    let created = storage::grants::insert(tx, &grants, &author, now).await?;
+    let created = storage::additions::insert(tx, &grants, &author, now).await?;
     tally(&mut counts, grants.iter().map(|g| g.key.clone()), &created);
     Ok(counts)
 }

@@ -137,7 +137,7 @@ impl Grants {
                         .iter()
                         .map(|id| NewGrant { key: target.key(*id), granted_at: now, granted_by: actor.subject.clone() })
                         .collect();
-                    let inserted = storage::grants::insert(tx, &rows, &author, now).await?;
+                    let inserted = storage::additions::insert(tx, &rows, &author, now).await?;
                     Ok(wanted.into_iter().partition(|id| inserted.contains(&target.key(*id))))
                 })
             })

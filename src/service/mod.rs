@@ -29,11 +29,7 @@ pub use watch::WatchLimits;
 
 use crate::{
     domain::{Actor, Error, Result, Revision},
-    storage::{
-        self, DatabaseTransaction, Writer,
-        changes::Author,
-        tx::{self, TxFuture},
-    },
+    storage::{self, DatabaseTransaction, Writer, changes::Author, tx::TxFuture, writes},
 };
 
 /// A page of a list answer.
@@ -56,7 +52,7 @@ impl Writes {
         Self { writer, sequencer }
     }
 
-    /// One write use-case: `body` runs as a retried write transaction (`tx::write`),
+    /// One write use-case: `body` runs as a retried write transaction (`writes::write`),
     /// getting fresh copies of the author and the command on every attempt. The answer is
     /// its value with a revision:
     /// - a write that appended events answers the revision of its last one, numbered
@@ -75,7 +71,7 @@ impl Writes {
         let Writes { writer, sequencer } = self.clone();
         let write_id = Uuid::new_v4();
         detached(async move {
-            let (value, unchanged_at) = tx::write(&writer, move |tx| {
+            let (value, unchanged_at) = writes::write(&writer, move |tx| {
                 let author = Author::new(actor.clone(), write_id);
                 let work = body(tx, author.clone(), command.clone());
                 Box::pin(async move {

@@ -28,8 +28,8 @@ use uuid::Uuid;
 use super::{
     entities::{change, revision_counter},
     grants::GrantKey,
-    json_array,
-    tx::{self, Writer},
+    json_array, tx,
+    writes::{self, Writer},
 };
 use crate::domain::{
     Actor, Error, Result, Revision,
@@ -106,18 +106,6 @@ impl NewChange {
     pub fn permission(kind: ChangeKind, permission_id: Uuid) -> Self {
         Self { kind, organization_id: None, user_id: None, permission_id: Some(permission_id), resource: None }
     }
-}
-
-/// Makes the first statement of a SQLite transaction a write, so it queues for the
-/// database's write lock right away (see `tx::write`).
-pub async fn take_sqlite_write_lock(conn: &impl ConnectionTrait) -> Result<()> {
-    let touch = Query::update()
-        .table(revision_counter::Entity)
-        .value(revision_counter::Column::Value, Expr::col(revision_counter::Column::Value))
-        .and_where(revision_counter::Column::Id.eq(1))
-        .to_owned();
-    conn.execute(conn.get_database_backend().build(&touch)).await?;
-    Ok(())
 }
 
 /// The latest revision given: every change up to it has committed and is visible.
@@ -373,7 +361,7 @@ async fn sqlite_sequence(conn: &impl ConnectionTrait) -> Result<(Revision, Vec<N
 pub async fn sequence_committed(writer: &Writer) -> Result<Sequenced> {
     match writer.connection().get_database_backend() {
         DatabaseBackend::Postgres => tx::statement(writer.connection(), || sequence(writer.connection())).await,
-        _ => tx::write(writer, |tx| Box::pin(sequence(tx))).await,
+        _ => writes::write(writer, |tx| Box::pin(sequence(tx))).await,
     }
 }
 

@@ -9,8 +9,6 @@ use sea_orm::{
 };
 use sqlx::sqlite::{SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::tx::Writer;
-
 /// Arbitrary, but fixed: every grantd replica takes this advisory lock to migrate.
 const MIGRATION_LOCK_KEY: i64 = 0x6772_616e_7464; // "grantd"
 
@@ -47,7 +45,7 @@ pub async fn connect(url: &str, pool: &PoolOptions) -> Result<DatabaseConnection
         .sqlx_logging(false)
         // sqlx would otherwise ping every connection it hands out: one more round trip
         // per statement outside a transaction. A connection the server dropped fails its
-        // next statement instead, which writes retry (see `tx::write`).
+        // next statement instead, which writes retry (see `tx::retry`).
         .test_before_acquire(false)
         .map_sqlx_sqlite_opts(move |sqlite| {
             sqlite
@@ -81,9 +79,9 @@ const SQLITE_WRITER_CACHE_KIB: u32 = 8 * 1024;
 /// connection drops its whole page cache when another connection committed since its last
 /// transaction, so writes spread over the pool began on a cold cache and read again every
 /// page they touched; the one connection that writes keeps its cache from write to write.
-pub async fn writer(db: &DatabaseConnection) -> Result<Writer, DbErr> {
+pub(super) async fn writer_connection(db: &DatabaseConnection) -> Result<DatabaseConnection, DbErr> {
     if db.get_database_backend() != DatabaseBackend::Sqlite {
-        return Ok(Writer::new(db.clone()));
+        return Ok(db.clone());
     }
     let pool = db.get_sqlite_connection_pool();
     let options = (*pool.connect_options()).clone().pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"));
@@ -97,7 +95,7 @@ pub async fn writer(db: &DatabaseConnection) -> Result<Writer, DbErr> {
         .connect_with(options)
         .await
         .map_err(|err| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err)))?;
-    Ok(Writer::new(SqlxSqliteConnector::from_sqlx_sqlite_pool(writer)))
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(writer))
 }
 
 /// The size of `db`'s pool and how long a request waits for one of its connections;
@@ -118,7 +116,7 @@ pub(super) fn pool_limits(db: &DatabaseConnection) -> (u32, Duration) {
 
 /// Moves what the SQLite WAL holds into the database file every `interval`, until the
 /// task is dropped; does nothing on PostgreSQL. A first PASSIVE pass copies pages while
-/// writers go on; a second, on the writer connection (see [`writer`]), so that no writer
+/// writers go on; a second, on the writer connection (see [`writer_connection`]), so that no writer
 /// of this process runs meanwhile, copies what they added, so the checkpoint is complete
 /// and the next writer starts the WAL over instead of growing it. When the last
 /// connection closes, SQLite checkpoints what is left.

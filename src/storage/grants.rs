@@ -1,8 +1,6 @@
 //! Grant rows: batch inserts and deletes, the paged list, and
 //! selections of many grants for bulk revocation.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
@@ -12,14 +10,10 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    changes::{self, Author, NewChange},
     entities::{grant, permission},
     insert_missing, json_array, json_ids, sqlite_time,
 };
-use crate::domain::{
-    Result,
-    model::{ChangeKind, Grant},
-};
+use crate::domain::{Result, model::Grant};
 
 /// The organization and user a batch of grant changes is about, and the resource.
 #[derive(Debug, Clone, Copy)]
@@ -123,24 +117,13 @@ pub struct NewGrant {
     pub granted_by: String,
 }
 
-/// Inserts the grants, keeping rows that already exist (and the first of repeated ones),
-/// and appends `author`'s `GrantAdded` event, at `at`, for each one inserted, in the
-/// order of `grants`; answers the keys it inserted. One statement on PostgreSQL (the
-/// events are written from the rows the insert returns), two on SQLite.
+/// The statement inserting `grants`, keeping rows that already exist (and the first of
+/// repeated ones), returning the keys of the rows it inserted; `additions::insert` runs it.
 ///
 /// The rows travel as one parameter per column (PostgreSQL: arrays, `UNNEST`; SQLite: one
 /// JSON array, `json_each`), so the statement text is the same for every batch size: it
 /// stays in the prepared-statement cache and never meets a parameter limit.
-pub async fn insert(
-    conn: &impl ConnectionTrait,
-    grants: &[NewGrant],
-    author: &Author,
-    at: DateTime<Utc>,
-) -> Result<HashSet<GrantKey>> {
-    if grants.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let backend = conn.get_database_backend();
+pub(super) fn insert_statement(backend: DatabaseBackend, grants: &[NewGrant]) -> Result<Statement> {
     let rows: (&str, Vec<Value>) = match backend {
         DatabaseBackend::Postgres => {
             let text = |f: fn(&NewGrant) -> &str| grants.iter().map(|g| f(g).to_owned()).collect::<Vec<_>>();
@@ -182,34 +165,13 @@ pub async fn insert(
             )
         }
     };
-    let statement = insert_missing(
+    Ok(insert_missing(
         backend,
         "grants (organization_id, user_id, resource_type, resource_id, permission_id, granted_at, granted_by)",
         rows,
         "organization_id, user_id, resource_type, resource_id, permission_id",
         "organization_id, user_id, resource_type, resource_id, permission_id",
-    );
-    if backend == DatabaseBackend::Postgres {
-        let others = statement.values.map(|values| values.0).unwrap_or_default();
-        let (events, values) = changes::events_from(backend, "inserted", others, author, ChangeKind::GrantAdded, at);
-        let sql = format!("WITH inserted AS ({}), appended AS ({events}) SELECT * FROM inserted", statement.sql);
-        let inserted: HashSet<GrantKey> =
-            GrantKey::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
-                .all(conn)
-                .await?
-                .into_iter()
-                .collect();
-        author.note_appended(inserted.len() as u64);
-        return Ok(inserted);
-    }
-    let inserted: HashSet<GrantKey> = GrantKey::find_by_statement(statement).all(conn).await?.into_iter().collect();
-    let events = grants
-        .iter()
-        .filter(|grant| inserted.contains(&grant.key))
-        .map(|grant| NewChange::grant(ChangeKind::GrantAdded, grant.key.clone()))
-        .collect();
-    changes::append(conn, author, at, events).await?;
-    Ok(inserted)
+    ))
 }
 
 /// Whether the selection holds any grant.

@@ -1,14 +1,14 @@
 //! SQLite's writes, several to a transaction.
 //!
 //! SQLite lets one transaction write at a time, and a process's writes already take
-//! turns on its one writer connection (`connect::writer`). What a turn costs is mostly
+//! turns on its one writer connection (`connect::writer_connection`). What a turn costs is mostly
 //! the commit: it appends every page the transaction changed (a few per index of every
 //! table it wrote) to the WAL, so a one-grant add paid for a dozen pages. Here the writes
 //! that arrive while a transaction runs wait for the next one and share it: each runs in
 //! a savepoint of its own, so it still happens whole or not at all, and learns its answer
 //! only once the shared transaction has committed. A write that fails rolls back its
 //! savepoint alone; a conflict or a failed commit runs or fails the whole group again,
-//! as `tx::write` retries one transaction.
+//! as `tx::retry` retries a transaction of one write.
 
 use std::{
     mem,

@@ -1,11 +1,12 @@
 //! Persistence: sea-orm entities and set-based queries over SQLite or PostgreSQL.
 //!
 //! Query functions take any [`ConnectionTrait`] and never begin or commit: a use-case
-//! opens one transaction with [`tx::write`] (on SQLite a savepoint of a transaction it
-//! may share, see `groups`) and composes them inside it, and
+//! opens one transaction with [`writes::write`] (on SQLite a savepoint of a transaction
+//! it may share, see `groups`) and composes them inside it, and
 //! [`changes::sequence_committed`] numbers its events once it has committed. sea-orm
 //! types stay in this module; callers see `domain` types.
 
+pub mod additions;
 pub mod changes;
 pub mod checks;
 mod connect;
@@ -19,11 +20,12 @@ pub mod organizations;
 pub mod permissions;
 pub mod revocations;
 pub mod tx;
+pub mod writes;
 
-pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up, writer};
+pub use connect::{PoolOptions, checkpoint_sqlite_wal, connect, migrate_down, migrate_status, migrate_up};
 pub use lock::Lock;
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
-pub use tx::Writer;
+pub use writes::{Writer, writer};
 
 /// Told the text of each statement sent (see [`log_statements`]).
 pub type StatementLog = std::sync::Arc<dyn Fn(&str) + Send + Sync>;

@@ -74,7 +74,7 @@ async fn revoke_in_one_statement(
 }
 
 /// SQLite, whose transaction holds the write lock from its first statement (see
-/// `tx::write`), so nothing changes between the statements: count what goes per
+/// `tx::lock_for_writing`), so nothing changes between the statements: count what goes per
 /// resource, write the events from the selected rows, then delete them.
 async fn revoke_under_the_write_lock(
     conn: &impl ConnectionTrait,

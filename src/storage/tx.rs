@@ -5,15 +5,16 @@
 //! that can run again. Any other error, and every error after the last attempt, rolls
 //! back (by dropping the transaction) and is returned.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use rand::Rng;
 use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, IsolationLevel,
-    TransactionTrait,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    IsolationLevel, TransactionTrait,
+    sea_query::{Expr, Query},
 };
 
-use super::{changes, connect::pool_limits, error::is_broken_connection, groups::Groups};
+use super::{connect::pool_limits, entities::revision_counter, error::is_broken_connection};
 use crate::domain::{Error, Result};
 
 const MAX_ATTEMPTS: u32 = 5;
@@ -21,46 +22,15 @@ const BASE_BACKOFF: Duration = Duration::from_millis(5);
 
 pub type TxFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
 
-/// Where write transactions begin (see `connect::writer`).
-#[derive(Debug, Clone)]
-pub struct Writer {
-    db: DatabaseConnection,
-    /// SQLite's: the writes waiting to share the next transaction (see `groups`).
-    groups: Option<Arc<Groups>>,
-}
-
-impl Writer {
-    /// Writes on `db`: on SQLite in groups, on PostgreSQL each in a transaction of its own.
-    pub fn new(db: DatabaseConnection) -> Self {
-        let groups = (db.get_database_backend() == DatabaseBackend::Sqlite).then(Arc::default);
-        Self { db, groups }
-    }
-
-    /// The connection writes begin on.
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
-    /// The same, to tell it what to log (see `storage::log_statements`).
-    pub fn connection_mut(&mut self) -> &mut DatabaseConnection {
-        &mut self.db
-    }
-}
-
-/// Runs `body` in a write transaction, retrying conflicts with jittered exponential
-/// backoff; after `MAX_ATTEMPTS` conflicts the answer is [`Error::Aborted`]. On SQLite
-/// the transaction may hold other writes beside it, `body` in a savepoint of its own
-/// (see `groups`); either way it happens whole or not at all, and its value is answered
-/// once it has committed.
-pub async fn write<T, F>(writer: &Writer, body: F) -> Result<T>
+/// Runs `body` in a write transaction of its own on `db`, retrying conflicts with
+/// jittered exponential backoff; after `MAX_ATTEMPTS` conflicts the answer is
+/// [`Error::Aborted`]. Writes begin through `writes::write`, which chooses this or a
+/// shared transaction.
+pub(super) async fn alone<T, F>(db: &DatabaseConnection, body: F) -> Result<T>
 where
-    T: Send + 'static,
-    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync + 'static,
+    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T>,
 {
-    match &writer.groups {
-        Some(groups) => groups.write(&writer.db, body).await,
-        None => retry(&writer.db, || attempt_once(&writer.db, &body)).await,
-    }
+    retry(db, || attempt_once(db, &body)).await
 }
 
 /// Runs `statement`, a transaction by itself (no BEGIN around it), retried as [`write`]
@@ -149,17 +119,14 @@ pub(super) async fn lock_for_writing(tx: &DatabaseTransaction) -> Result<()> {
         // The first statement writes, so the transaction takes SQLite's write lock at
         // once (waiting out the busy timeout) instead of failing with BUSY when a read
         // transaction later tries to upgrade: the effect of BEGIN IMMEDIATE.
-        changes::take_sqlite_write_lock(tx).await?;
+        let touch = Query::update()
+            .table(revision_counter::Entity)
+            .value(revision_counter::Column::Value, Expr::col(revision_counter::Column::Value))
+            .and_where(revision_counter::Column::Id.eq(1))
+            .to_owned();
+        tx.execute(tx.get_database_backend().build(&touch)).await?;
     }
     Ok(())
-}
-
-/// A write transaction for the caller to run and end, locked for writing as every write
-/// transaction is (a dry run's, which is rolled back).
-pub async fn begin_write(writer: &Writer) -> Result<DatabaseTransaction> {
-    let tx = writer.db.begin().await?;
-    lock_for_writing(&tx).await?;
-    Ok(tx)
 }
 
 /// A read-only transaction whose reads all see one snapshot: REPEATABLE READ on
