@@ -283,19 +283,10 @@ async fn a_dry_run_writes_nothing_and_an_import_is_in_the_change_log(server: Tes
     let mut added = 0;
     let mut after = 0;
     loop {
-        let page = server
-            .audit()
-            .list_changes(pb::ListChangesRequest {
-                after_revision: after,
-                organization_id: String::new(),
-                page_size: 1000,
-            })
-            .await
-            .expect("changes")
-            .into_inner();
-        let Some(last) = page.changes.last() else { break };
+        let page = server.list_changes(after).await;
+        let Some(last) = page.last() else { break };
         after = last.revision;
-        for change in &page.changes {
+        for change in &page {
             if change.kind == pb::ChangeKind::GrantAdded as i32 {
                 assert_eq!(change.actor, ADMIN, "the importer is the actor");
                 added += 1;

@@ -13,10 +13,11 @@ use super::{
 use crate::domain::{Result, model::ChangeKind};
 
 /// Inserts the grants, keeping rows that already exist (and the first of repeated ones),
-/// and appends `author`'s `GrantAdded` event, at `at`, for each one inserted, in the
-/// order of `grants`; answers the keys it inserted. One statement on PostgreSQL (the
-/// events are written from the rows the insert returns, as bulk revocations write theirs
-/// from the rows they delete), two on SQLite, which has no data-modifying CTEs.
+/// and appends `author`'s `GrantAdded` event, at `at`, for each one inserted; answers the
+/// keys it inserted. One statement on PostgreSQL, whose events are written from the rows
+/// the insert returns, in the order it returns them (as bulk revocations write theirs
+/// from the rows they delete); two on SQLite, which has no data-modifying CTEs, with the
+/// events in the order of `grants`.
 pub async fn insert(
     conn: &impl ConnectionTrait,
     grants: &[NewGrant],
