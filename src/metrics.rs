@@ -148,7 +148,7 @@ impl Metrics {
     }
 
     async fn render(&self, db: &DatabaseConnection) -> String {
-        match storage::changes::current_revision(db).await {
+        match storage::numbering::current_revision(db).await {
             Ok(committed) => {
                 // The feed reads nothing while nobody watches (service::feed): it is behind
                 // on nothing either.

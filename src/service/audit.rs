@@ -57,7 +57,7 @@ impl Audit {
         limit: u64,
     ) -> Result<(Vec<Change>, Revision)> {
         watch::authorize(&self.db, &actor, organization_id).await?;
-        let latest = storage::changes::current_revision(&self.db).await?;
+        let latest = storage::numbering::current_revision(&self.db).await?;
         let changes = storage::changes::list(&self.db, after, organization_id.map(|o| o.as_str()), limit).await?;
         Ok((changes, latest))
     }

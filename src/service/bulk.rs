@@ -85,7 +85,7 @@ impl Bulk {
 
     /// The latest committed revision.
     pub async fn current_revision(&self) -> Result<Revision> {
-        storage::changes::current_revision(&self.db).await
+        storage::numbering::current_revision(&self.db).await
     }
 
     /// One import batch as one write transaction. [`Error::Rejected`] when a record
@@ -468,7 +468,7 @@ async fn export_into(
     patience: Duration,
 ) -> Result<()> {
     let tx = storage::tx::snapshot(db).await?;
-    let current = storage::changes::current_revision(&tx).await?;
+    let current = storage::numbering::current_revision(&tx).await?;
     let organization = organization.as_ref().map(OrganizationId::as_str);
     let mut cursor = match start {
         None => Cursor { revision: current, place: Place::Organizations(None) },

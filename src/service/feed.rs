@@ -45,7 +45,7 @@ impl ChangeFeed {
     /// Starts the poller from the current revision, before any watcher can subscribe; it
     /// runs until [`ChangeFeed::close`].
     pub async fn start(db: DatabaseConnection, poll_interval: Duration, capacity: usize) -> Result<Arc<Self>> {
-        let from = storage::changes::current_revision(&db).await?;
+        let from = storage::numbering::current_revision(&db).await?;
         let (sender, _) = broadcast::channel(capacity);
         let (closed, _) = watch::channel(false);
         let feed = Arc::new(Self { db, sender, closed, resume_from: Mutex::new(None), subscribed: Notify::new() });
@@ -58,7 +58,7 @@ impl ChangeFeed {
     /// that replay, started after this returns, reaches.
     pub async fn subscribe(&self) -> Result<(broadcast::Receiver<Arc<Change>>, watch::Receiver<bool>)> {
         let live = self.sender.subscribe();
-        let committed = storage::changes::current_revision(&self.db).await?;
+        let committed = storage::numbering::current_revision(&self.db).await?;
         if let Ok(mut resume_from) = self.resume_from.lock() {
             *resume_from = Some(resume_from.map_or(committed, |earlier| earlier.min(committed)));
         }
@@ -125,7 +125,7 @@ struct Polled {
 /// the database up to at least that revision (see `audit::stream_changes`), and the next
 /// poll broadcasts what comes after it.
 async fn poll_once(feed: &ChangeFeed, mut last: Revision) -> Result<Polled> {
-    let latest = storage::changes::current_revision(&feed.db).await?;
+    let latest = storage::numbering::current_revision(&feed.db).await?;
     if feed.sender.receiver_count() == 0 {
         return Ok(Polled { seen: latest, watched: false });
     }

@@ -58,8 +58,12 @@ impl Writes {
     /// - a write that appended events answers the revision of its last one, numbered
     ///   after its commit (see [`Sequencer`]);
     /// - a write that changed nothing numbers, before it commits and while it still holds
-    ///   its locks, every event committed so far, and answers the latest revision: it
-    ///   covers everything the write saw, and a write it held off is numbered after it.
+    ///   its locks, every event committed so far (on SQLite, with those of the writes
+    ///   before it in its shared transaction), and answers the latest revision: it covers
+    ///   everything the write saw, and a write it held off is numbered after it; the
+    ///   numbering at the end of a shared transaction would also cover the writes after it;
+    /// - on SQLite a write that appended events answers the revision its transaction gave
+    ///   its last one before committing (see `storage::writes::write`).
     ///
     /// All of it runs in a task of its own (see [`detached`]).
     async fn run<C, T, F>(&self, actor: Actor, command: C, body: F) -> Result<(T, Revision)>
@@ -71,22 +75,27 @@ impl Writes {
         let Writes { writer, sequencer } = self.clone();
         let write_id = Uuid::new_v4();
         detached(async move {
-            let (value, unchanged_at) = writes::write(&writer, move |tx| {
+            let ((value, unchanged_at), numbered) = writes::write(&writer, move |tx| {
                 let author = Author::new(actor.clone(), write_id);
                 let work = body(tx, author.clone(), command.clone());
                 Box::pin(async move {
                     let value = work.await?;
                     let unchanged_at = match author.appended_any() {
                         true => None,
-                        false => Some(storage::changes::sequence(tx).await?.revision),
+                        false => Some(storage::numbering::sequence(tx).await?.revision),
                     };
                     Ok((value, unchanged_at))
                 })
             })
             .await?;
-            let revision = match unchanged_at {
-                Some(revision) => revision,
-                None => sequencer.revision_of(write_id).await?,
+            let revision = match (unchanged_at, numbered) {
+                (Some(revision), _) => revision,
+                (None, Some(numbered)) => match numbered.revision_of(write_id) {
+                    Some(revision) => revision,
+                    // A write after it in the same transaction numbered it (one that changed nothing).
+                    None => sequencer.numbered(write_id).await?,
+                },
+                (None, None) => sequencer.revision_of(write_id).await?,
             };
             Ok((value, revision))
         })

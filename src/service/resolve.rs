@@ -78,7 +78,7 @@ pub fn ids(permissions: &[Permission]) -> Vec<Uuid> {
 /// The latest committed revision, provided it is at least `at_least` (what a caller
 /// asking to read its own writes needs); FAILED_PRECONDITION when it asks for more.
 pub async fn revision_at_least(conn: &impl ConnectionTrait, at_least: u64) -> Result<Revision> {
-    let revision = storage::changes::current_revision(conn).await?;
+    let revision = storage::numbering::current_revision(conn).await?;
     ensure_revision_reached(revision, at_least)?;
     Ok(revision)
 }

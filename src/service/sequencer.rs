@@ -1,14 +1,16 @@
 //! Numbering committed writes, and answering each write its revision.
 //!
-//! A write commits its events without revisions; then it needs a sequencing transaction
-//! ([`storage::changes::sequence`]) that started after its commit, since that one sees
+//! On PostgreSQL a write commits its events without revisions; then it needs a sequencing
+//! transaction ([`storage::numbering::sequence`]) that started after its commit, since that one sees
 //! its events and numbers them (unless another replica's got there first). Under load
 //! many writes commit while one sequencing transaction runs, and one more after it
 //! covers them all: so this process runs one at a time, and a write that finds that one
 //! started after its own commit has finished only reads its answer. Nothing here is
 //! authoritative: the revisions live in the database, and a process that ends between a
 //! commit and its sequencing leaves events that the next sequencing anywhere numbers
-//! (and [`Sequencer::sweep`] looks for such events every second).
+//! (and [`Sequencer::sweep`] looks for such events every second). On SQLite each write
+//! transaction numbers its own events before it commits (`storage::writes::write`), and
+//! this numbers only what another process left.
 
 use std::{
     collections::HashMap,
@@ -68,10 +70,16 @@ impl Sequencer {
         match numbered {
             Some(revision) => Ok(revision),
             // Numbered by another process.
-            None => storage::changes::revision_of(&self.reads, write_id)
-                .await?
-                .ok_or_else(|| Error::Internal(format!("write {write_id} committed events that were not numbered"))),
+            None => self.numbered(write_id).await,
         }
+    }
+
+    /// The revision of `write_id`'s last event, read from the change log: for a write
+    /// whose events are numbered, by whichever sequencing.
+    pub async fn numbered(&self, write_id: Uuid) -> Result<Revision> {
+        storage::changes::revision_of(&self.reads, write_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("write {write_id} committed events that were not numbered")))
     }
 
     /// Returns once a sequencing transaction begun after this call has finished.

@@ -265,7 +265,7 @@ impl Watcher {
         let revoked = next.is_some_and(|change| is_revocation(change) && change.revision > clock.checked_through);
         if revoked || now >= clock.reauthorize_at {
             // Read before the right, so the right read is at least as new as this revision.
-            let latest = storage::changes::current_revision(&self.db).await.map_err(|err| self.unavailable(err))?;
+            let latest = storage::numbering::current_revision(&self.db).await.map_err(|err| self.unavailable(err))?;
             authorize(&self.db, &self.actor, self.organization_id.as_ref()).await.map_err(|err| match err {
                 Error::PermissionDenied(why) => Error::PermissionDenied(format!(
                     "{why}; once it may again, watch again with after_revision = {}",

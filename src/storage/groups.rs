@@ -1,14 +1,23 @@
 //! SQLite's writes, several to a transaction.
 //!
 //! SQLite lets one transaction write at a time, and a process's writes already take
-//! turns on its one writer connection (`connect::writer_connection`). What a turn costs is mostly
-//! the commit: it appends every page the transaction changed (a few per index of every
-//! table it wrote) to the WAL, so a one-grant add paid for a dozen pages. Here the writes
-//! that arrive while a transaction runs wait for the next one and share it: each runs in
-//! a savepoint of its own, so it still happens whole or not at all, and learns its answer
-//! only once the shared transaction has committed. A write that fails rolls back its
-//! savepoint alone; a conflict or a failed commit runs or fails the whole group again,
-//! as `tx::retry` retries a transaction of one write.
+//! turns on its one writer connection (`connect::writer_connection`). A turn costs its
+//! statements and its commit, which appends every page the transaction changed (a few
+//! per index of every table it wrote) to the WAL: a one-grant add paid for a dozen. Here the writes
+//! that arrive while a transaction runs wait for the next one and share it, and each
+//! learns its answer only once the shared transaction has committed. Each statement is a
+//! hand-off to SQLite's connection thread and back, which is most of what a write costs,
+//! so a group first runs its writes one after another straight in the transaction. Writes
+//! rarely fail; when one does, that attempt is rolled back whole and the group runs again
+//! with each write in a savepoint of its own (two statements more per write), so that a
+//! failed write rolls back its savepoint alone and still happens not at all, and the
+//! others whole. A conflict or a failed commit runs or fails the whole group again, as
+//! `tx::retry` retries a transaction of one write.
+//!
+//! Each shared transaction numbers what its writes appended (and whatever else waits in
+//! the queue) just before it commits (`numbering::sequence`): it holds SQLite's write
+//! lock anyway, so nothing commits between the numbering and its own commit, and each
+//! write learns its revision with its answer instead of waiting for a sequencing of its own.
 
 use std::{
     mem,
@@ -19,7 +28,10 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::tx::{self, Failure, TxFuture};
+use super::{
+    numbering::{self, Sequenced},
+    tx::{self, Failure, TxFuture},
+};
 use crate::domain::{Error, Result};
 
 /// The most writes one transaction takes: enough that a group's commit is a small part
@@ -45,18 +57,33 @@ struct Waiting {
     running: bool,
 }
 
-/// One write of a group: `run` does its work in a savepoint of the group's transaction,
-/// keeping its outcome; `answer` tells its caller once the group ended.
+/// One write of a group: `run` does its work in the group's transaction (see
+/// [`Isolation`]), keeping its outcome; `answer` tells its caller, once the group ended, with what the
+/// group numbered.
 struct Job {
     run: Box<Run>,
-    answer: Box<dyn FnOnce(Result<()>) + Send + Sync>,
+    answer: Box<dyn FnOnce(Result<Arc<Sequenced>>) + Send + Sync>,
 }
 
-type Run = dyn for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, ()> + Send + Sync;
+/// A write's value and what its transaction numbered, once the transaction has ended.
+type Answer<T> = Result<(T, Arc<Sequenced>)>;
+
+/// Runs a write, keeping its outcome; answers whether it succeeded.
+type Run = dyn for<'c> Fn(&'c DatabaseTransaction, Isolation) -> TxFuture<'c, bool> + Send + Sync;
+
+/// How the writes of a group's transaction are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// Not at all: a write that fails ends the attempt, rolled back whole.
+    Together,
+    /// Each write in a savepoint, which a write that fails rolls back alone.
+    Savepoints,
+}
 
 impl Groups {
-    /// Runs `body` in the next transaction on `db`, beside the other writes waiting then.
-    pub(super) async fn write<T, F>(self: &Arc<Self>, db: &DatabaseConnection, body: F) -> Result<T>
+    /// Runs `body` in the next transaction on `db`, beside the other writes waiting then;
+    /// answers its value and what the transaction numbered.
+    pub(super) async fn write<T, F>(self: &Arc<Self>, db: &DatabaseConnection, body: F) -> Answer<T>
     where
         T: Send + 'static,
         F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync + 'static,
@@ -76,7 +103,13 @@ impl Groups {
     /// Runs groups until no write waits.
     async fn run_groups(self: Arc<Self>, db: DatabaseConnection) {
         while let Some(jobs) = self.next_group() {
-            let ended = tx::retry(&db, || attempt(&db, &jobs)).await;
+            let mut ended = tx::retry(&db, || attempt(&db, &jobs, Isolation::Together)).await;
+            if let Ok(None) = ended {
+                ended = tx::retry(&db, || attempt(&db, &jobs, Isolation::Savepoints)).await;
+            }
+            let ended = ended.and_then(|numbered| {
+                numbered.ok_or_else(|| Error::Internal("a group failed with each write in a savepoint".into()))
+            });
             for job in jobs {
                 (job.answer)(ended.clone());
             }
@@ -99,22 +132,32 @@ impl Groups {
     }
 }
 
-/// One attempt at a group: one write transaction, each job in a savepoint.
-async fn attempt(db: &DatabaseConnection, jobs: &[Job]) -> Result<(), Failure> {
+/// One attempt at a group: one write transaction, numbered at its end. None when a write
+/// failed with the writes [`Isolation::Together`]: then nothing was committed.
+async fn attempt(
+    db: &DatabaseConnection,
+    jobs: &[Job],
+    isolation: Isolation,
+) -> Result<Option<Arc<Sequenced>>, Failure> {
     let tx = db.begin().await.map_err(tx::begin_failure)?;
     let run = async {
         tx::lock_for_writing(&tx).await?;
         for job in jobs {
-            (job.run)(&tx).await?;
+            let succeeded = (job.run)(&tx, isolation).await?;
+            if !succeeded && isolation == Isolation::Together {
+                // Dropping the transaction rolls it back.
+                return Ok(None);
+            }
         }
+        let numbered = numbering::sequence(&tx).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Some(Arc::new(numbered)))
     };
     run.await.map_err(Failure::Body)
 }
 
 /// `body` as a job, and where its answer arrives.
-fn job<T, F>(body: F) -> (Job, oneshot::Receiver<Result<T>>)
+fn job<T, F>(body: F) -> (Job, oneshot::Receiver<Answer<T>>)
 where
     T: Send + 'static,
     F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync + 'static,
@@ -125,24 +168,32 @@ where
     let body = Arc::new(body);
     // The group's task runs it: what it logs belongs to the request that wrote it.
     let span = tracing::Span::current();
-    let run = for_each_transaction(move |tx| {
+    let run = for_each_transaction(move |tx, isolation| {
         let (body, kept) = (Arc::clone(&body), Arc::clone(&kept));
         Box::pin(
             async move {
-                let result = in_savepoint(tx, &*body).await?;
+                let result = match isolation {
+                    Isolation::Together => match body(tx).await {
+                        Err(Error::Conflict) => return Err(Error::Conflict),
+                        result => result,
+                    },
+                    Isolation::Savepoints => in_savepoint(tx, &*body).await?,
+                };
+                let succeeded = result.is_ok();
                 *kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
-                Ok(())
+                Ok(succeeded)
             }
             .instrument(span.clone()),
         )
     });
-    let answer = move |ended: Result<()>| {
-        let result = ended.and_then(|()| {
-            outcome
+    let answer = move |ended: Result<Arc<Sequenced>>| {
+        let result = ended.and_then(|numbered| {
+            let value = outcome
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take()
-                .unwrap_or_else(|| Err(Error::Internal("a write's group committed without running it".into())))
+                .unwrap_or_else(|| Err(Error::Internal("a write's group committed without running it".into())))?;
+            Ok((value, numbered))
         });
         // The caller may have gone; its write's outcome stands.
         let _ = sender.send(result);
@@ -153,7 +204,7 @@ where
 /// Tells the compiler that `run` takes a transaction of any lifetime.
 fn for_each_transaction<F>(run: F) -> F
 where
-    F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, ()>,
+    F: for<'c> Fn(&'c DatabaseTransaction, Isolation) -> TxFuture<'c, bool>,
 {
     run
 }

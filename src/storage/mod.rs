@@ -1,9 +1,10 @@
 //! Persistence: sea-orm entities and set-based queries over SQLite or PostgreSQL.
 //!
 //! Query functions take any [`ConnectionTrait`] and never begin or commit: a use-case
-//! opens one transaction with [`writes::write`] (on SQLite a savepoint of a transaction
-//! it may share, see `groups`) and composes them inside it, and
-//! [`changes::sequence_committed`] numbers its events once it has committed. sea-orm
+//! opens one transaction with [`writes::write`] (on SQLite part of a transaction
+//! it may share, see `groups`) and composes them inside it; its events are numbered
+//! (`numbering`) after it commits on PostgreSQL, before its shared transaction commits
+//! on SQLite. sea-orm
 //! types stay in this module; callers see `domain` types.
 
 pub mod additions;
@@ -16,6 +17,7 @@ pub mod grants;
 mod groups;
 mod lock;
 pub mod memberships;
+pub mod numbering;
 pub mod organizations;
 pub mod permissions;
 pub mod revocations;

@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTran
 use super::{
     connect,
     groups::Groups,
+    numbering::Sequenced,
     tx::{self, TxFuture},
 };
 use crate::domain::Result;
@@ -42,16 +43,19 @@ pub async fn writer(db: &DatabaseConnection) -> Result<Writer, DbErr> {
 
 /// Runs `body` in a write transaction, retrying conflicts with jittered exponential
 /// backoff; after the last attempt the answer is `Error::Aborted`. On SQLite the
-/// transaction may hold other writes beside it, `body` in a savepoint of its own; either
-/// way it happens whole or not at all, and its value is answered once it has committed.
-pub async fn write<T, F>(writer: &Writer, body: F) -> Result<T>
+/// transaction may hold other writes beside it (see `groups`); either way `body` happens
+/// whole or not at all, and its value is answered once the transaction has committed.
+/// On SQLite the transaction numbers the events waiting before it commits, and answers
+/// what it numbered beside the value (see `groups`); on PostgreSQL it numbers nothing,
+/// and `changes::sequence_committed` does, after the commit.
+pub async fn write<T, F>(writer: &Writer, body: F) -> Result<(T, Option<Arc<Sequenced>>)>
 where
     T: Send + 'static,
     F: for<'c> Fn(&'c DatabaseTransaction) -> TxFuture<'c, T> + Send + Sync + 'static,
 {
     match &writer.groups {
-        Some(groups) => groups.write(&writer.db, body).await,
-        None => tx::alone(&writer.db, body).await,
+        Some(groups) => groups.write(&writer.db, body).await.map(|(value, numbered)| (value, Some(numbered))),
+        None => tx::alone(&writer.db, body).await.map(|value| (value, None)),
     }
 }
 
