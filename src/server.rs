@@ -39,9 +39,9 @@ const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 const SEQUENCER_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the queue of events waiting for their revision is vacuumed (PostgreSQL):
-/// every event passes through it, so its dead rows pile up fast, and reading it costs
-/// what it holds, dead rows included.
-const PENDING_VACUUM_INTERVAL: Duration = Duration::from_secs(10);
+/// every event passes through it, so its dead rows pile up fast, and every sequencing
+/// reads what it holds, dead rows included: vacuumed every second, it holds few.
+const PENDING_VACUUM_INTERVAL: Duration = Duration::from_secs(1);
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

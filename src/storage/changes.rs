@@ -269,10 +269,10 @@ pub async fn any_unsequenced(conn: &impl ConnectionTrait) -> Result<bool> {
 /// Removes what sequencing left of the queue's rows on PostgreSQL. Every event passes
 /// through the queue, so without autovacuum (or between its runs) reading the queue would
 /// cost as much as every event ever queued; vacuuming a queue that holds only what waits
-/// is quick. Cannot run inside a transaction.
+/// is quick. Cannot run inside a transaction. Skipped while another process vacuums it.
 pub async fn vacuum_pending(conn: &impl ConnectionTrait) -> Result<()> {
     if conn.get_database_backend() == DatabaseBackend::Postgres {
-        conn.execute_unprepared("VACUUM pending_changes").await?;
+        conn.execute_unprepared("VACUUM (SKIP_LOCKED) pending_changes").await?;
     }
     Ok(())
 }
