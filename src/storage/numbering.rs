@@ -138,7 +138,7 @@ async fn sqlite_sequence(conn: &impl ConnectionTrait) -> Result<(Revision, Vec<N
     let [insert, select, delete] = SQLITE_SEQUENCE;
     let moved = conn.execute(Statement::from_sql_and_values(backend, insert, [before.into()])).await?;
     if moved.rows_affected() == 0 {
-        // The queue was empty: every shared transaction ends with this, most with nothing to move.
+        // Nothing waited (a write that changed nothing numbers too): nothing to read or delete.
         return Ok((before, Vec::new()));
     }
     let numbered =
