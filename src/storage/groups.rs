@@ -3,8 +3,8 @@
 //! SQLite lets one transaction write at a time, and a process's writes already take
 //! turns on its one writer connection (`connect::writer_connection`). A turn costs its
 //! statements and its commit, which appends every page the transaction changed (a few
-//! per index of every table it wrote) to the WAL: a one-grant add paid for a dozen. Here the writes
-//! that arrive while a transaction runs wait for the next one and share it, and each
+//! per index of every table it wrote) to the WAL: a one-grant add paid for a dozen. Here
+//! the writes that arrive while a transaction runs wait for the next one and share it, and each
 //! learns its answer only once the shared transaction has committed. Each statement is a
 //! hand-off to SQLite's connection thread and back, which is most of what a write costs,
 //! so a group first runs its writes one after another straight in the transaction. Writes
@@ -58,8 +58,8 @@ struct Waiting {
 }
 
 /// One write of a group: `run` does its work in the group's transaction (see
-/// [`Isolation`]), keeping its outcome; `answer` tells its caller, once the group ended, with what the
-/// group numbered.
+/// [`Isolation`]), keeping its outcome; `answer` tells its caller, once the group ended,
+/// with what the group numbered.
 struct Job {
     run: Box<Run>,
     answer: Box<dyn FnOnce(Result<Arc<Sequenced>>) + Send + Sync>,

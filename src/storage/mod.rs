@@ -1,11 +1,10 @@
 //! Persistence: sea-orm entities and set-based queries over SQLite or PostgreSQL.
 //!
 //! Query functions take any [`ConnectionTrait`] and never begin or commit: a use-case
-//! opens one transaction with [`writes::write`] (on SQLite part of a transaction
-//! it may share, see `groups`) and composes them inside it; its events are numbered
-//! (`numbering`) after it commits on PostgreSQL, before its shared transaction commits
-//! on SQLite. sea-orm
-//! types stay in this module; callers see `domain` types.
+//! opens one transaction with [`writes::write`] (on SQLite part of a transaction it may
+//! share, see `groups`) and composes them inside it; its events are numbered
+//! (`numbering`) after it commits on PostgreSQL, before its shared transaction commits on
+//! SQLite. sea-orm types stay in this module; callers see `domain` types.
 
 pub mod additions;
 pub mod changes;
