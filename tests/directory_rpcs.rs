@@ -28,6 +28,7 @@ backend_tests!(
     get_permission_by_id_and_by_name,
     list_permissions_pages_in_name_order,
     delete_permission_while_granted_needs_force,
+    delete_permission_while_it_is_being_granted,
     delete_unknown_permission_is_not_found_unless_allow_missing,
     create_permission_rejects_invalid_names,
     built_in_rights_are_in_every_catalog_and_cannot_be_deleted,
@@ -691,6 +692,78 @@ async fn delete_permission_while_granted_needs_force(server: TestServer) {
         .into_inner();
     assert_eq!(deleted.revoked_grant_count, 0);
     assert_eq!(server.count_rows("permissions").await, BUILT_IN_PERMISSIONS);
+}
+
+/// Adds of a permission racing its forced deletion. Adds read the catalog without locking
+/// it, so an add may find the permission and have it deleted before its grant goes in:
+/// each add must then either land before the deletion (which revokes its grant) or answer
+/// NOT_FOUND, never fail otherwise, and the trail must net out to nothing.
+async fn delete_permission_while_it_is_being_granted(server: TestServer) {
+    const ADDERS: usize = 8;
+    const ADDS_EACH: usize = 40;
+    create_org(&server, "acme").await;
+    let read = create_permission(&server, "documents:read").await;
+    for adder in 0..ADDERS {
+        add_member(&server, "acme", &format!("user-{adder}")).await;
+    }
+    let start = server.latest_revision().await;
+
+    let adders = (0..ADDERS).map(|adder| {
+        let mut grants = server.grants();
+        async move {
+            let mut answers = Vec::new();
+            for k in 0..ADDS_EACH {
+                let request = pb::AddUserPermissionsRequest {
+                    organization_id: "acme".into(),
+                    user_id: format!("user-{adder}"),
+                    permission_names: vec!["documents:read".into()],
+                    resource: resource("folder", &format!("f{adder}-{k}")),
+                    ..Default::default()
+                };
+                answers.push(grants.add_user_permissions(request).await.map(|answer| answer.into_inner()));
+            }
+            answers
+        }
+    });
+    let mut directory = server.directory();
+    let deletion = async {
+        // Once some adds have landed, so that others are in flight around the deletion.
+        while server.latest_revision().await < start + ADDERS as u64 {
+            tokio::task::yield_now().await;
+        }
+        directory
+            .delete_permission(pb::DeletePermissionRequest { id: read.clone(), force: true, allow_missing: false })
+            .await
+    };
+    let (answers, deleted) = tokio::join!(futures::future::join_all(adders), deletion);
+    let deleted = deleted.expect("forced delete").into_inner();
+
+    let mut landed = 0;
+    let mut refused = 0;
+    for answer in answers.into_iter().flatten() {
+        match answer {
+            Ok(added) => {
+                assert_eq!(added.added.len(), 1, "{added:?}");
+                assert!(added.revision < deleted.revision, "an add landed after the deletion: {added:?}");
+                landed += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::NotFound, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(landed >= ADDERS, "the deletion waited for {ADDERS} adds, {landed} landed");
+    assert_eq!(landed + refused, ADDERS * ADDS_EACH);
+    assert_eq!(deleted.revoked_grant_count, landed as u64);
+    assert_eq!(server.count_rows("grants").await, 0);
+
+    let changes = server.list_changes(start).await;
+    let count = |kind: pb::ChangeKind| changes.iter().filter(|c| c.kind == kind as i32).count();
+    assert_eq!(count(pb::ChangeKind::GrantAdded), landed);
+    assert_eq!(count(pb::ChangeKind::GrantRemoved), landed);
+    let last = changes.last().expect("changes");
+    assert_eq!((last.kind, last.revision), (pb::ChangeKind::PermissionDeleted as i32, deleted.revision));
 }
 
 fn folder_grant(name: &str) -> (String, String, String) {

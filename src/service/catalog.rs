@@ -68,7 +68,8 @@ impl Directory {
 
     /// Removes the permission from the catalog; while it is granted only with `force`,
     /// which revokes those grants in the same transaction. The exclusive lock on the
-    /// permission waits out grants in flight (they share-lock it) and holds off new ones.
+    /// permission waits out grants in flight (their inserts key-share-lock it through the
+    /// foreign key) and holds off new ones.
     pub async fn delete_permission(
         &self,
         actor: Actor,

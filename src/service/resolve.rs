@@ -12,7 +12,7 @@ use crate::{
     storage::{self, ConnectionTrait},
 };
 
-/// The permissions named by `refs`, in request order without duplicates, share-locked.
+/// The permissions named by `refs`, in request order without duplicates.
 /// One unknown id or name fails the whole request, listing every unknown one.
 pub async fn permissions(conn: &impl ConnectionTrait, refs: &PermissionRefs) -> Result<Vec<Permission>> {
     let names: Vec<&str> = refs.names.iter().map(|n| n.as_str()).collect();

@@ -5,9 +5,12 @@ use sea_orm::{DbErr, RuntimeErr};
 
 use crate::domain::Error;
 
-/// PostgreSQL serialization_failure and deadlock_detected; SQLite BUSY and LOCKED
-/// (with their extended codes) once the busy timeout ran out.
-const CONFLICT_CODES: &[&str] = &["40001", "40P01", "5", "6", "261", "262", "517"];
+/// PostgreSQL serialization_failure, deadlock_detected and foreign_key_violation; SQLite
+/// BUSY and LOCKED (with their extended codes) once the busy timeout ran out. Writes look
+/// up what they reference in their own transaction, so a foreign-key violation means that
+/// another transaction deleted it meanwhile (a permission, say, which writes read without
+/// locking it): the next attempt sees it gone and answers so.
+const CONFLICT_CODES: &[&str] = &["40001", "40P01", "23503", "5", "6", "261", "262", "517"];
 
 /// PostgreSQL classes 08 (connection exception), 53 (insufficient resources) and 57P
 /// (operator intervention, e.g. the server is shutting down).

@@ -24,8 +24,13 @@ fn to_domain(row: permission::Model) -> Permission {
 const SQLITE_RESOLVE: &str = "SELECT id, name, description, created_at, built_in FROM permissions \
     WHERE id IN (SELECT unhex(value) FROM json_each(?1)) OR name IN (SELECT value FROM json_each(?2))";
 
-/// The catalog entries named by `ids` or `names`, share-locked so that they cannot be
-/// deleted before the transaction ends. Unknown ones are simply absent.
+/// The catalog entries named by `ids` or `names`; unknown ones are simply absent.
+///
+/// Not locked: every write of a permission shares its catalog row, and a row lock taken by
+/// many transactions at once is a multixact that PostgreSQL writes out for each of them.
+/// A grant's insert key-share-locks its permission anyway, through the foreign key; when
+/// a deletion got there first, that insert fails with a foreign-key violation, which is
+/// retried as a conflict (see `error`), and the next attempt finds the permission gone.
 ///
 /// The lists travel as one parameter each (PostgreSQL: arrays; SQLite: JSON arrays), so
 /// the statement text is the same for one permission or a thousand and stays prepared.
@@ -44,7 +49,7 @@ pub async fn resolve(conn: &impl ConnectionTrait, ids: &[Uuid], names: &[&str]) 
              FROM (SELECT wanted FROM unnest($1::uuid[]) AS wanted \
                UNION ALL SELECT named.id FROM unnest($2::text[]) AS wanted(name) \
                CROSS JOIN LATERAL (SELECT id FROM permissions WHERE name = wanted.name LIMIT 1) named) AS listed(id) \
-             CROSS JOIN LATERAL (SELECT * FROM permissions WHERE id = listed.id FOR KEY SHARE) p",
+             CROSS JOIN LATERAL (SELECT * FROM permissions WHERE id = listed.id) p",
             [ids.to_vec().into(), names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>().into()],
         ),
         _ => {
