@@ -625,14 +625,40 @@ async fn batch_writes_send_the_same_statements_for_1000_permissions_as_for_1(ser
     for (rpc, sent) in [("AddUserPermissions", &add_one), ("RemoveUserPermissions", &remove_one)] {
         assert!(!sent.is_empty(), "{rpc} sent no statement the log saw");
     }
+
+    // A delegate's add also checks which of the permissions it holds itself.
+    add_member(&server, "acme", "delegate").await;
+    for (ids, names) in [(&[][..], &["edit_org_users"][..]), (&ids[..], &[][..])] {
+        grants
+            .add_user_permissions(add_request("acme", "delegate", ids, names, resource("organization", "acme")))
+            .await
+            .expect("the delegate's rights");
+    }
+    let mut delegate = server.grants_as("delegate");
+    let start = server.statement_count();
+    delegate
+        .add_user_permissions(add_request("acme", "one", &ids[..1], &[], resource("folder", "f2")))
+        .await
+        .expect("delegate add 1");
+    let delegate_one = server.statement_texts_since(start);
+    let start = server.statement_count();
+    let added = delegate
+        .add_user_permissions(add_request("acme", "thousand", &ids, &[], resource("folder", "f2")))
+        .await
+        .expect("delegate add 1000")
+        .into_inner();
+    let delegate_thousand = server.statement_texts_since(start);
+    assert_eq!(added.added.len(), 1000);
     // The same texts: a text that grows with the batch is parsed and planned anew for
     // every size and meets the database's parameter limit. And about as many: the
     // sequencer, which numbers events after commit, may make one more pass within the
     // window (its statements are among the texts either way), but a statement per
     // permission would send hundreds more.
-    for (rpc, one, thousand) in
-        [("AddUserPermissions", &add_one, &add_thousand), ("RemoveUserPermissions", &remove_one, &remove_thousand)]
-    {
+    for (rpc, one, thousand) in [
+        ("AddUserPermissions", &add_one, &add_thousand),
+        ("RemoveUserPermissions", &remove_one, &remove_thousand),
+        ("AddUserPermissions by a delegate", &delegate_one, &delegate_thousand),
+    ] {
         let texts = |sent: &Vec<u64>| sent.iter().copied().collect::<std::collections::BTreeSet<_>>();
         assert_eq!(texts(one), texts(thousand), "{rpc} must send one statement text whatever the batch size");
         assert!(

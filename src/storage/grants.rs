@@ -397,7 +397,7 @@ pub async fn held_here_or_org_wide(
         .column(grant::Column::PermissionId)
         .filter(grant::Column::OrganizationId.eq(target.organization_id))
         .filter(grant::Column::UserId.eq(target.user_id))
-        .filter(grant::Column::PermissionId.is_in(permission_ids.iter().copied()))
+        .filter(permission_id_listed(conn.get_database_backend(), permission_ids)?)
         .filter(Condition::any().add(on_resource).add(org_wide))
         .distinct()
         .into_tuple::<Uuid>()
