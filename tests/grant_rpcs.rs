@@ -571,48 +571,41 @@ async fn duplicates_count_once_towards_the_batch_limit(server: TestServer) {
 // 4. Set-based SQL
 // ---------------------------------------------------------------------------------------
 
+/// The answer of `call` and the texts of the statements the server sent while it ran.
+async fn with_statements<T>(server: &TestServer, call: impl std::future::Future<Output = T>) -> (T, Vec<u64>) {
+    let start = server.statement_count();
+    let answer = call.await;
+    (answer, server.statement_texts_since(start))
+}
+
 async fn batch_writes_send_the_same_statements_for_1000_permissions_as_for_1(server: TestServer) {
     create_org(&server, "acme").await;
     add_member(&server, "acme", "one").await;
     add_member(&server, "acme", "thousand").await;
     let ids = create_permissions(&server, "sql", 1000).await;
     let mut grants = server.grants();
+    let folder = |id| resource("folder", id);
 
-    let start = server.statement_count();
-    let added = grants
-        .add_user_permissions(add_request("acme", "one", &ids[..1], &[], resource("folder", "f1")))
-        .await
-        .expect("add 1")
-        .into_inner();
-    let add_one = server.statement_texts_since(start);
-    assert_eq!(added.added.len(), 1);
-
-    let start = server.statement_count();
-    let added = grants
-        .add_user_permissions(add_request("acme", "thousand", &ids, &[], resource("folder", "f1")))
-        .await
-        .expect("add 1000")
-        .into_inner();
-    let add_thousand = server.statement_texts_since(start);
-    assert_eq!(added.added.len(), 1000);
-
-    let start = server.statement_count();
-    let removed = grants
-        .remove_user_permissions(remove_request("acme", "one", &ids[..1], &[], resource("folder", "f1")))
-        .await
-        .expect("remove 1")
-        .into_inner();
-    let remove_one = server.statement_texts_since(start);
-    assert_eq!(removed.removed.len(), 1);
-
-    let start = server.statement_count();
-    let removed = grants
-        .remove_user_permissions(remove_request("acme", "thousand", &ids, &[], resource("folder", "f1")))
-        .await
-        .expect("remove 1000")
-        .into_inner();
-    let remove_thousand = server.statement_texts_since(start);
-    assert_eq!(removed.removed.len(), 1000);
+    let (added, add_one) =
+        with_statements(&server, grants.add_user_permissions(add_request("acme", "one", &ids[..1], &[], folder("f1"))))
+            .await;
+    assert_eq!(added.expect("add 1").into_inner().added.len(), 1);
+    let (added, add_thousand) =
+        with_statements(&server, grants.add_user_permissions(add_request("acme", "thousand", &ids, &[], folder("f1"))))
+            .await;
+    assert_eq!(added.expect("add 1000").into_inner().added.len(), 1000);
+    let (removed, remove_one) = with_statements(
+        &server,
+        grants.remove_user_permissions(remove_request("acme", "one", &ids[..1], &[], folder("f1"))),
+    )
+    .await;
+    assert_eq!(removed.expect("remove 1").into_inner().removed.len(), 1);
+    let (removed, remove_thousand) = with_statements(
+        &server,
+        grants.remove_user_permissions(remove_request("acme", "thousand", &ids, &[], folder("f1"))),
+    )
+    .await;
+    assert_eq!(removed.expect("remove 1000").into_inner().removed.len(), 1000);
 
     println!(
         "{:?}: AddUserPermissions 1 -> {} statements, 1000 -> {}; RemoveUserPermissions 1 -> {}, 1000 -> {}",
@@ -635,20 +628,18 @@ async fn batch_writes_send_the_same_statements_for_1000_permissions_as_for_1(ser
             .expect("the delegate's rights");
     }
     let mut delegate = server.grants_as("delegate");
-    let start = server.statement_count();
-    delegate
-        .add_user_permissions(add_request("acme", "one", &ids[..1], &[], resource("folder", "f2")))
-        .await
-        .expect("delegate add 1");
-    let delegate_one = server.statement_texts_since(start);
-    let start = server.statement_count();
-    let added = delegate
-        .add_user_permissions(add_request("acme", "thousand", &ids, &[], resource("folder", "f2")))
-        .await
-        .expect("delegate add 1000")
-        .into_inner();
-    let delegate_thousand = server.statement_texts_since(start);
-    assert_eq!(added.added.len(), 1000);
+    let (added, delegate_one) = with_statements(
+        &server,
+        delegate.add_user_permissions(add_request("acme", "one", &ids[..1], &[], folder("f2"))),
+    )
+    .await;
+    assert_eq!(added.expect("delegate add 1").into_inner().added.len(), 1);
+    let (added, delegate_thousand) = with_statements(
+        &server,
+        delegate.add_user_permissions(add_request("acme", "thousand", &ids, &[], folder("f2"))),
+    )
+    .await;
+    assert_eq!(added.expect("delegate add 1000").into_inner().added.len(), 1000);
     // The same texts: a text that grows with the batch is parsed and planned anew for
     // every size and meets the database's parameter limit. And about as many: the
     // sequencer, which numbers events after commit, may make one more pass within the
